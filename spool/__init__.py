@@ -1,0 +1,57 @@
+"""spool: the durable SQLite spool and the processors that write to it.
+
+>>> from spool import SpoolProcessor
+>>> processor = SpoolProcessor("/var/lib/agent/spool.db")
+"""
+
+from __future__ import annotations
+
+from . import ops
+from ._errors import (
+    NewerSchemaError,
+    NotASpoolError,
+    SpoolClosedError,
+    SpoolCorruptError,
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+    SpoolOpenError,
+)
+from ._mapping import Refused, encode_span, to_param
+from ._model import ClaimedEvent, EventKind, EventRecord, EventState, Outcome, SpoolStats
+from ._schema import SCHEMA_VERSION
+from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
+from .processor import SpoolProcessor, SyncSpoolProcessor
+from .store import AsyncSpool, NewEvent, Spool, file_sizes
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncSpool",
+    "ClaimedEvent",
+    "EventKind",
+    "EventRecord",
+    "EventState",
+    "FullPolicy",
+    "NewEvent",
+    "NewerSchemaError",
+    "NotASpoolError",
+    "Outcome",
+    "Refused",
+    "Spool",
+    "SpoolClosedError",
+    "SpoolConfig",
+    "SpoolCorruptError",
+    "SpoolError",
+    "SpoolFullError",
+    "SpoolLockedError",
+    "SpoolOpenError",
+    "SpoolProcessor",
+    "SpoolStats",
+    "SyncSpoolProcessor",
+    "Synchronous",
+    "default_spool_path",
+    "encode_span",
+    "file_sizes",
+    "ops",
+    "to_param",
+]

@@ -1,0 +1,374 @@
+"""Group commit: one writer thread per spool per process.
+
+Callers (the async and sync processors, ``Spool.append``) hand rows to the writer and wait.
+The writer takes everything queued since its last commit and writes it in one transaction,
+then wakes every caller of that batch: async callers through their loop, sync callers through
+a ``threading.Event``. The callers' code is the same either way; only the wait differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ._errors import SpoolError
+from ._ratelog import RateLimitedLog
+from ._schema import connect, translate_error
+from .config import FullPolicy, SpoolConfig
+
+__all__ = ["GroupCommitter", "Row", "acquire_committer", "release_committer"]
+
+log = logging.getLogger("spool")
+
+Row = tuple[str, str, str, bytes, float]
+"""(span_id, trace_id, kind, payload, enqueued_at)"""
+
+_INSERT = "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) VALUES (?,?,?,?,?)"
+_ADD_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
+)
+# Per-row bytes beyond the payload: the row header, both indexes, and page slack.
+_ROW_OVERHEAD = 160
+_PRUNE_CHUNK = 5_000
+# After a failed open, a broken spool is retried at most this often.
+_REOPEN_INTERVAL = 5.0
+
+
+@dataclass(slots=True)
+class _Batch:
+    rows: list[Row]
+    calls: list[int]
+    futures: list[tuple[int, asyncio.Future[bool]]]
+    results: list[bool]
+    done: threading.Event
+
+    @classmethod
+    def empty(cls) -> _Batch:
+        return cls([], [], [], [], threading.Event())
+
+
+class GroupCommitter:
+    """The writer of one spool in this process. Get it with :func:`acquire_committer`."""
+
+    def __init__(self, config: SpoolConfig) -> None:
+        self.config = config
+        self._cond = threading.Condition(threading.Lock())
+        self._batch = _Batch.empty()
+        self._counts: dict[str, int] = {}
+        # Counters that could not be written (broken spool); written with the next commit.
+        self._unflushed: dict[str, int] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._closing = False
+        self._conn: sqlite3.Connection | None = None
+        self._open_error: SpoolError | None = None
+        self._next_open_at = 0.0
+        self._ratelog = RateLimitedLog(log)
+        self.refs = 0
+        self._thread = threading.Thread(
+            target=self._run, name=f"spool-writer:{config.path.name}", daemon=True
+        )
+        self._thread.start()
+
+    # ---- producer side -------------------------------------------------------------------
+    def _enqueue(
+        self, rows: Sequence[Row], future: asyncio.Future[bool] | None = None
+    ) -> tuple[_Batch, int]:
+        with self._cond:
+            if self._closing:
+                raise SpoolError(self.config.path, "the spool writer is closed")
+            batch = self._batch
+            index = len(batch.calls)
+            batch.calls.append(len(rows))
+            batch.rows.extend(rows)
+            if future is not None:
+                # Registered while the batch is still open: the writer takes the batch, and
+                # with it every future, under this same lock.
+                batch.futures.append((index, future))
+            self._cond.notify()
+            return batch, index
+
+    def append(self, rows: Sequence[Row]) -> bool:
+        """Write ``rows`` and return once they are committed: True, or False when dropped."""
+        batch, index = self._enqueue(rows)
+        batch.done.wait()
+        return batch.results[index]
+
+    async def append_async(self, rows: Sequence[Row]) -> bool:
+        """As :meth:`append`, waiting on the caller's event loop instead of blocking it."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(rows, future)
+        return await future
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a counter with the next commit (refused and dropped events), without waiting."""
+        with self._cond:
+            self._counts[name] = self._counts.get(name, 0) + n
+            self._cond.notify()
+
+    def local_counts(self) -> dict[str, int]:
+        """Counters not yet written because the spool could not be written."""
+        with self._cond:
+            return dict(self._unflushed)
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` from the writer thread after each commit that stored events."""
+        with self._cond:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with self._cond, contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then stop the writer and close its connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # ---- writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._batch.calls or self._counts or self._closing):
+                    self._cond.wait()
+                batch, self._batch = self._batch, _Batch.empty()
+                counts, self._counts = self._counts, {}
+                closing = self._closing
+            if batch.calls or counts:
+                self._commit(batch, counts)
+            if closing:
+                with self._cond:
+                    if self._batch.calls or self._counts:
+                        continue
+                if self._conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.close()
+                    self._conn = None
+                return
+
+    def _commit(self, batch: _Batch, counts: dict[str, int]) -> None:
+        for name, n in self._unflushed.items():
+            counts[name] = counts.get(name, 0) + n
+        self._unflushed = {}
+        results = [False] * len(batch.calls)
+        stored = 0
+        try:
+            conn = self._connection()
+            try:
+                stored = self._write(conn, batch, counts, results)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc).lower():
+                    raise
+                # The disk (or max_page_count) is full: free what done rows hold, try once more.
+                self._rollback(conn)
+                self._prune_all_done(conn)
+                stored = self._write(conn, batch, counts, results)
+        except (sqlite3.Error, SpoolError) as exc:
+            if self._conn is not None:
+                self._rollback(self._conn)
+            error = exc if isinstance(exc, SpoolError) else translate_error(self.config.path, exc)
+            reason = _drop_reason(error)
+            results = [False] * len(batch.calls)
+            stored = 0
+            counts[f"dropped:{reason}"] = counts.get(f"dropped:{reason}", 0) + len(batch.rows)
+            self._unflushed = counts
+            if batch.rows:
+                self._ratelog.warning(
+                    reason, f"spool: dropped {len(batch.rows)} span event(s): {error}"
+                )
+        batch.results[:] = results
+        batch.done.set()
+        self._wake(batch)
+        if stored:
+            for callback in list(self._listeners):
+                callback()
+
+    def _write(
+        self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
+    ) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        rows = self._fit(conn, batch, counts, results)
+        if rows:
+            conn.executemany(_INSERT, rows)
+        if counts:
+            conn.executemany(_ADD_COUNTER, list(counts.items()))
+        conn.execute("COMMIT")
+        return len(rows)
+
+    def _fit(
+        self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
+    ) -> list[Row]:
+        """The rows that fit under ``max_bytes``, pruning done rows and applying the policy."""
+        need = sum(len(r[3]) + len(r[0]) + len(r[1]) for r in batch.rows) + _ROW_OVERHEAD * len(
+            batch.rows
+        )
+        room = self.config.max_bytes - _used_bytes(conn)
+        if need > room:
+            room += self._prune_done(conn, need - room)
+        if need > room and self.config.full_policy is FullPolicy.DROP_OLDEST:
+            room += self._evict_pending(conn, need - room, counts)
+        if need <= room:
+            results[:] = [True] * len(batch.calls)
+            return batch.rows
+        kept: list[Row] = []
+        start = 0
+        for i, n in enumerate(batch.calls):
+            rows = batch.rows[start : start + n]
+            start += n
+            size = sum(len(r[3]) + len(r[0]) + len(r[1]) + _ROW_OVERHEAD for r in rows)
+            if size <= room:
+                room -= size
+                kept.extend(rows)
+                results[i] = True
+            else:
+                counts["dropped:spool_full"] = counts.get("dropped:spool_full", 0) + n
+        if len(kept) < len(batch.rows):
+            self._ratelog.warning(
+                "spool_full",
+                f"spool: {self.config.path} is at its size limit ({self.config.max_bytes} "
+                f"bytes); dropped {len(batch.rows) - len(kept)} span event(s)",
+            )
+        return kept
+
+    def _prune_done(self, conn: sqlite3.Connection, want: int) -> int:
+        """Delete done rows, oldest first, until ``want`` bytes are free (or none are left)."""
+        before = _used_bytes(conn)
+        while _used_bytes(conn) > before - want:
+            cur = conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                "WHERE state = 'done' ORDER BY seq LIMIT ?)",
+                (_PRUNE_CHUNK,),
+            )
+            if cur.rowcount <= 0:
+                break
+        return before - _used_bytes(conn)
+
+    def _evict_pending(self, conn: sqlite3.Connection, want: int, counts: dict[str, int]) -> int:
+        before = _used_bytes(conn)
+        while _used_bytes(conn) > before - want:
+            cur = conn.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                "WHERE state = 'pending' ORDER BY seq LIMIT 100)"
+            )
+            if cur.rowcount <= 0:
+                break
+            counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
+        return before - _used_bytes(conn)
+
+    def _prune_all_done(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM events WHERE state = 'done'")
+            conn.execute("COMMIT")
+        self._rollback(conn)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        now = time.monotonic()
+        if self._open_error is not None and now < self._next_open_at:
+            raise self._open_error
+        try:
+            self._conn = connect(self.config)
+        except SpoolError as exc:
+            self._open_error = exc
+            self._next_open_at = now + _REOPEN_INTERVAL
+            raise
+        self._open_error = None
+        return self._conn
+
+    @staticmethod
+    def _wake(batch: _Batch) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], bool]]] = {}
+        for index, future in batch.futures:
+            by_loop.setdefault(future.get_loop(), []).append((future, batch.results[index]))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
+                loop.call_soon_threadsafe(_resolve, items)
+
+
+def _resolve(items: list[tuple[asyncio.Future[bool], bool]]) -> None:
+    for future, result in items:
+        if not future.done():
+            future.set_result(result)
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * page_size)
+
+
+def _drop_reason(error: SpoolError) -> str:
+    name = type(error).__name__
+    return {
+        "SpoolFullError": "disk_full",
+        "SpoolCorruptError": "spool_corrupt",
+        "NotASpoolError": "not_a_spool",
+        "NewerSchemaError": "newer_schema",
+        "SpoolLockedError": "spool_locked",
+    }.get(name, "spool_error")
+
+
+_registry: dict[str, GroupCommitter] = {}
+_registry_lock = threading.Lock()
+
+
+def acquire_committer(config: SpoolConfig) -> GroupCommitter:
+    """The one writer for ``config.path`` in this process, started on first use."""
+    key = os.path.realpath(config.path)
+    with _registry_lock:
+        committer = _registry.get(key)
+        if committer is None:
+            committer = _registry[key] = GroupCommitter(config)
+        committer.refs += 1
+        return committer
+
+
+def release_committer(committer: GroupCommitter, timeout: float | None = None) -> None:
+    """Drop one reference; the last one commits what is queued and stops the writer."""
+    key = os.path.realpath(committer.config.path)
+    with _registry_lock:
+        committer.refs -= 1
+        if committer.refs > 0:
+            return
+        if _registry.get(key) is committer:
+            del _registry[key]
+    committer.close(timeout)
+
+
+def _close_all() -> None:
+    with _registry_lock:
+        committers = list(_registry.values())
+        _registry.clear()
+    for committer in committers:
+        committer.close(timeout=10.0)
+
+
+def _forget_after_fork() -> None:
+    # A forked child has no writer threads: it must start its own.
+    _registry.clear()
+    if _registry_lock.locked():
+        _registry_lock.release()
+
+
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,228 @@
+"""Span objects to the exact JSON the endpoint will get, and the endpoint's limits checked early.
+
+Three shapes are accepted: agentex-style span objects (``id``, ``name``, ``trace_id``,
+``parent_id``, ``start_time``, ``end_time``, ``input``, ``output``, ``data``), scale-gp-beta
+``lib.tracing`` spans (they have ``to_request_params()``), and dicts already in the
+``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from ._model import EventKind
+
+__all__ = ["ID_FIELDS", "SPAN_TYPES", "Refused", "encode_span", "to_param"]
+
+# scale-gp-beta's SpanType values (a test keeps this in step with the SDK; the spool does not
+# import the SDK).
+SPAN_TYPES = frozenset(
+    {
+        "TEXT_INPUT", "TEXT_OUTPUT", "COMPLETION_INPUT", "COMPLETION", "KB_RETRIEVAL",
+        "KB_INPUT", "RERANKING", "EXTERNAL_ENDPOINT", "PROMPT_ENGINEERING", "DOCUMENT_INPUT",
+        "MAP_REDUCE", "DOCUMENT_SEARCH", "DOCUMENT_PROMPT", "CUSTOM", "CODE_EXECUTION",
+        "DATA_MANIPULATION", "EVALUATION", "FILE_RETRIEVAL", "KB_ADD_CHUNK", "KB_MANAGEMENT",
+        "GUARDRAIL", "OUTPUT_GUARDRAIL", "TRACER", "AGENT_TRACER", "AGENT_WORKFLOW",
+        "STANDALONE",
+    }
+)  # fmt: skip
+ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")
+MAX_ID_BYTES = 256
+
+
+class Refused(Exception):
+    """The span breaks one of the endpoint's documented limits; ``reason`` is the counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(detail)
+
+
+def encode_span(
+    span: object, kind: EventKind, max_bytes: int, now: datetime | None = None
+) -> tuple[str, str, bytes]:
+    """``(span_id, trace_id, payload)`` for one event, or :class:`Refused`.
+
+    ``TypeError`` for something that is not a span at all (a programming error).
+    """
+    param = to_param(span, kind, now)
+    _validate(param)
+    payload = _dumps(param)
+    if len(payload) > max_bytes:
+        raise Refused(
+            "too_large", f"span {param['id']!r}: {len(payload)} bytes is over {max_bytes}"
+        )
+    return param["id"], param["trace_id"], payload
+
+
+def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict[str, Any]:
+    """The ``SpanCreateParam`` dict for ``span``; a start carries no ``end_timestamp``."""
+    if isinstance(span, Mapping):
+        param = dict(span)
+    elif callable(getattr(span, "to_request_params", None)):
+        try:
+            param = dict(span.to_request_params())  # type: ignore[attr-defined]
+        except Exception as exc:
+            raise Refused("missing_start_timestamp", f"span has no start time: {exc}") from exc
+    elif hasattr(span, "trace_id") and hasattr(span, "start_time"):
+        param = _from_agentex(span)
+    else:
+        raise TypeError(f"not a span: {type(span).__name__}")
+    if kind is EventKind.START:
+        param.pop("end_timestamp", None)
+    elif param.get("end_timestamp") is None:
+        # An end event always carries the end: stamp it now rather than lose the span.
+        param["end_timestamp"] = (now or datetime.now(UTC)).isoformat()
+    if not param.get("id"):
+        param["id"] = str(uuid.uuid4())
+    for name in ("start_timestamp", "end_timestamp"):
+        value = param.get(name)
+        if isinstance(value, datetime):
+            param[name] = _iso(value)
+    return param
+
+
+def _from_agentex(span: Any) -> dict[str, Any]:
+    data = getattr(span, "data", None)
+    data_map: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+    span_type = data_map.get("__span_type__")
+    param: dict[str, Any] = {
+        "name": span.name,
+        "id": span.id,
+        "trace_id": span.trace_id,
+        "start_timestamp": span.start_time,
+        "input": _as_object(getattr(span, "input", None)),
+        "output": _as_object(getattr(span, "output", None)),
+        "metadata": _as_object(data),
+        "type": span_type if span_type in SPAN_TYPES else "STANDALONE",
+        "status": "ERROR" if "__error__" in data_map else "SUCCESS",
+    }
+    parent_id = getattr(span, "parent_id", None)
+    if parent_id:
+        param["parent_id"] = parent_id
+    end_time = getattr(span, "end_time", None)
+    if end_time is not None:
+        param["end_timestamp"] = end_time
+    return param
+
+
+def _as_object(value: object) -> dict[str, Any]:
+    """The endpoint's ``input``/``output``/``metadata`` are objects: wrap anything else."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"value": value}
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+def _parse_time(name: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise Refused("invalid_timestamp", f"{name} is not a timestamp: {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Refused("invalid_timestamp", f"{name} is not ISO-8601: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _validate(param: dict[str, Any]) -> None:
+    name = param.get("name")
+    if not isinstance(name, str) or not name:
+        raise Refused("missing_name", "span has no name")
+    if not param.get("trace_id"):
+        raise Refused("missing_trace_id", f"span {name!r} has no trace_id")
+    for field in ID_FIELDS:
+        value = param.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            value = param[field] = str(value)
+        if "\x00" in value:
+            raise Refused("nul_in_id", f"span {name!r}: {field} contains a NUL byte")
+        if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+            raise Refused(
+                "id_too_long", f"span {name!r}: {field} is over {MAX_ID_BYTES} UTF-8 bytes"
+            )
+    start = param.get("start_timestamp")
+    if start is None:
+        raise Refused("missing_start_timestamp", f"span {name!r} has no start_timestamp")
+    started = _parse_time("start_timestamp", start)
+    end = param.get("end_timestamp")
+    if end is not None and _parse_time("end_timestamp", end) < started:
+        raise Refused("end_before_start", f"span {name!r} ends before it starts")
+
+
+def _dumps(param: dict[str, Any]) -> bytes:
+    try:
+        text = json.dumps(
+            param, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_convert
+        )
+        return text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
+        # NaN, a cycle, a non-string key or a lone surrogate: take the slow, total path.
+        clean = _sanitize(param, set())
+        return json.dumps(clean, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _convert(value: object) -> object:
+    """JSON for what ``json`` cannot hold."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json")
+        except Exception:
+            return repr(value)
+    return str(value) if isinstance(value, uuid.UUID) else repr(value)
+
+
+def _sanitize(value: object, seen: set[int]) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if value is None or isinstance(value, bool | int):
+        return value
+    if id(value) in seen:
+        return "<cycle>"
+    if isinstance(value, Mapping):
+        seen.add(id(value))
+        result = {str(k): _sanitize(v, seen) for k, v in value.items()}
+        seen.discard(id(value))
+        return result
+    if isinstance(value, list | tuple):
+        seen.add(id(value))
+        items = [_sanitize(v, seen) for v in value]
+        seen.discard(id(value))
+        return items
+    converted = _convert(value)
+    return _sanitize(converted, seen) if converted is not value else repr(value)

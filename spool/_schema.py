@@ -1,0 +1,183 @@
+"""The spool's schema and its one connection factory.
+
+Every connection to a spool comes from :func:`connect`, which sets every pragma, checks that
+the file is a spool of a version this code can read, and creates or migrates the schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+
+from ._errors import (
+    NewerSchemaError,
+    NotASpoolError,
+    SpoolCorruptError,
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+    SpoolOpenError,
+)
+from ._model import EventKind, EventState, Outcome
+from .config import SpoolConfig
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "translate_error"]
+
+# "SPSH" read as a big-endian integer: marks the file as a spool-ship spool.
+APPLICATION_ID = 0x53505348
+SCHEMA_VERSION = 1
+
+# Bound the WAL file after each checkpoint so a burst does not leave it large forever.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+def _in(enum_type: type[EventState] | type[EventKind] | type[Outcome]) -> str:
+    return ", ".join(f"'{member.value}'" for member in enum_type)
+
+
+SCHEMA_V1 = f"""
+CREATE TABLE events (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    span_id          TEXT    NOT NULL,
+    trace_id         TEXT    NOT NULL,
+    kind             TEXT    NOT NULL CHECK (kind IN ({_in(EventKind)})),
+    payload          BLOB    NOT NULL,
+    enqueued_at      REAL    NOT NULL,
+    state            TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ({_in(EventState)})),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL    NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
+    lease_expires_at REAL,
+    last_error       TEXT,
+    done_at          REAL,
+    outcome          TEXT    CHECK (outcome IS NULL OR outcome IN ({_in(Outcome)}))
+);
+CREATE INDEX events_by_state ON events (state, seq);
+CREATE INDEX events_by_span ON events (trace_id, span_id, kind);
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
+    """Open ``config.path`` as a spool, creating it (mode 0600) when ``create`` is true.
+
+    Raises a :class:`SpoolOpenError` naming the path when the file cannot be used.
+    """
+    path = config.path
+    if not path.exists():
+        if not create:
+            raise SpoolOpenError(path, "no spool at this path")
+        _create_file(path)
+    elif path.is_dir():
+        raise NotASpoolError(path, "is a directory, not a spool file")
+    try:
+        conn = sqlite3.connect(
+            path,
+            timeout=config.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=64,
+        )
+    except sqlite3.Error as exc:
+        raise translate_error(path, exc) from exc
+    try:
+        _configure(conn, config)
+        _ensure_schema(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate_error(path, exc) from exc
+    except SpoolError:
+        conn.close()
+        raise
+    return conn
+
+
+def _create_file(path: Path) -> None:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create the file ourselves so it is 0600 from the first byte; SQLite gives the WAL
+        # and SHM files the same mode as the database.
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise SpoolOpenError(path, f"cannot create the spool: {exc.strerror or exc}") from exc
+
+
+def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
+    # Reading the header first turns "not a database" into an error before any write.
+    conn.execute("PRAGMA schema_version").fetchone()
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise SpoolOpenError(config.path, f"cannot switch to WAL mode (journal_mode={mode})")
+    conn.execute(f"PRAGMA synchronous = {config.synchronous.value}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA foreign_keys = OFF")
+
+
+def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
+    app_id, version = _identity(conn)
+    if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version = _identity(conn)
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise NewerSchemaError(
+                    path,
+                    f"spool schema version {version} is newer than this spool-ship "
+                    f"understands ({SCHEMA_VERSION}); upgrade spool-ship",
+                )
+        elif app_id != 0 or _has_tables(conn):
+            raise NotASpoolError(path, "is an SQLite database but not a spool-ship spool")
+        else:
+            for statement in SCHEMA_V1.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _identity(conn: sqlite3.Connection) -> tuple[int, int]:
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return app_id, version
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+
+
+def translate_error(path: str | Path, exc: sqlite3.Error) -> SpoolError:
+    """Map an sqlite3 error to the spool's error tree, with a message an operator can act on."""
+    text = str(exc)
+    lowered = text.lower()
+    if "file is not a database" in lowered or "file is encrypted" in lowered:
+        return NotASpoolError(path, "is not an SQLite database (not a spool)")
+    if "malformed" in lowered or "corrupt" in lowered:
+        return SpoolCorruptError(
+            path, f"the spool is corrupt ({text}); run 'spool-ship doctor' to salvage it"
+        )
+    if "locked" in lowered or "busy" in lowered:
+        return SpoolLockedError(path, f"another process holds the spool's lock ({text})")
+    if "full" in lowered:
+        return SpoolFullError(path, f"no room to write ({text})")
+    if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
+        return SpoolOpenError(path, f"cannot open the spool for writing ({text})")
+    return SpoolError(path, text)

@@ -1,0 +1,141 @@
+"""Spool configuration: parsed once, from arguments or the environment, into a frozen value.
+
+Every option has a documented environment variable (see docs/configuration.md):
+
+============================  ====================  =========================================
+variable                      option                default
+============================  ====================  =========================================
+``SPOOL_SHIP_PATH``           ``path``              ``$XDG_STATE_HOME/spool-ship/spool.db``
+``SPOOL_SHIP_MAX_BYTES``      ``max_bytes``         1 GiB
+``SPOOL_SHIP_FULL_POLICY``    ``full_policy``       ``refuse``
+``SPOOL_SHIP_SYNCHRONOUS``    ``synchronous``       ``NORMAL``
+``SPOOL_SHIP_BUSY_TIMEOUT``   ``busy_timeout``      30 s
+``SPOOL_SHIP_RETENTION``      ``retention``         86400 s (done rows kept a day)
+``SPOOL_SHIP_MAX_EVENT_BYTES``  ``max_event_bytes``   1 MiB
+============================  ====================  =========================================
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = [
+    "ENV_BUSY_TIMEOUT",
+    "ENV_FULL_POLICY",
+    "ENV_MAX_BYTES",
+    "ENV_MAX_EVENT_BYTES",
+    "ENV_PATH",
+    "ENV_RETENTION",
+    "ENV_SYNCHRONOUS",
+    "FullPolicy",
+    "SpoolConfig",
+    "Synchronous",
+    "default_spool_path",
+]
+
+ENV_PATH = "SPOOL_SHIP_PATH"
+ENV_MAX_BYTES = "SPOOL_SHIP_MAX_BYTES"
+ENV_FULL_POLICY = "SPOOL_SHIP_FULL_POLICY"
+ENV_SYNCHRONOUS = "SPOOL_SHIP_SYNCHRONOUS"
+ENV_BUSY_TIMEOUT = "SPOOL_SHIP_BUSY_TIMEOUT"
+ENV_RETENTION = "SPOOL_SHIP_RETENTION"
+ENV_MAX_EVENT_BYTES = "SPOOL_SHIP_MAX_EVENT_BYTES"
+
+T = TypeVar("T")
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+class Synchronous(enum.StrEnum):
+    """SQLite's ``synchronous`` setting for the spool.
+
+    NORMAL survives a crash of the process (SIGKILL, OOM); a power cut or kernel crash may
+    lose the last commits. FULL also survives those, at the cost of an fsync per commit.
+    """
+
+    NORMAL = "NORMAL"
+    FULL = "FULL"
+
+
+class FullPolicy(enum.StrEnum):
+    """What an append does when the spool is at ``max_bytes`` after done rows were pruned."""
+
+    REFUSE = "refuse"
+    """Keep what is spooled; refuse the new event and count it as dropped (``spool_full``)."""
+    DROP_OLDEST = "drop_oldest"
+    """Make room by deleting the oldest pending events, counted as dropped (``evicted``)."""
+
+
+def default_spool_path() -> Path:
+    """The per-user spool: ``$XDG_STATE_HOME/spool-ship/spool.db`` (``~/.local/state``)."""
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "spool-ship" / "spool.db"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolConfig:
+    """How a spool is opened and bounded.
+
+    >>> SpoolConfig(path=Path("/tmp/agent.db"), max_bytes=64 * MIB).synchronous
+    <Synchronous.NORMAL: 'NORMAL'>
+    """
+
+    path: Path
+    max_bytes: int = GIB
+    full_policy: FullPolicy = FullPolicy.REFUSE
+    synchronous: Synchronous = Synchronous.NORMAL
+    busy_timeout: float = 30.0
+    retention: float = 86_400.0
+    max_event_bytes: int = MIB
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 64 * 1024:
+            raise ValueError(f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
+        if self.busy_timeout <= 0:
+            raise ValueError(f"busy_timeout must be positive, got {self.busy_timeout}")
+        if self.retention < 0:
+            raise ValueError(f"retention must not be negative, got {self.retention}")
+        if self.max_event_bytes < 1024:
+            raise ValueError(f"max_event_bytes must be at least 1024, got {self.max_event_bytes}")
+
+    def with_path(self, path: str | os.PathLike[str]) -> SpoolConfig:
+        return replace(self, path=Path(path))
+
+    @classmethod
+    def from_env(
+        cls, path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> SpoolConfig:
+        """Read every option from the environment; ``path`` wins over ``SPOOL_SHIP_PATH``."""
+        env = os.environ if env is None else env
+        chosen = Path(path) if path is not None else None
+        if chosen is None:
+            chosen = Path(env[ENV_PATH]) if env.get(ENV_PATH) else default_spool_path()
+        return cls(
+            path=chosen,
+            max_bytes=_parse(env, ENV_MAX_BYTES, int, GIB),
+            full_policy=_parse(env, ENV_FULL_POLICY, FullPolicy, FullPolicy.REFUSE),
+            synchronous=_parse(env, ENV_SYNCHRONOUS, _synchronous, Synchronous.NORMAL),
+            busy_timeout=_parse(env, ENV_BUSY_TIMEOUT, float, 30.0),
+            retention=_parse(env, ENV_RETENTION, float, 86_400.0),
+            max_event_bytes=_parse(env, ENV_MAX_EVENT_BYTES, int, MIB),
+        )
+
+
+def _synchronous(value: str) -> Synchronous:
+    return Synchronous(value.upper())
+
+
+def _parse(env: Mapping[str, str], name: str, kind: Callable[[str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw.strip())
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not valid: {exc}") from None

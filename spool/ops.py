@@ -1,0 +1,316 @@
+"""The spool's operations, each one transaction, written once.
+
+An operation is a generator that yields :class:`Query` values and receives their rows; a thin
+driver runs it on ``sqlite3`` (:class:`spool.Spool`) or on ``aiosqlite``
+(:class:`spool.AsyncSpool`) inside one ``BEGIN IMMEDIATE`` ... ``COMMIT``. The logic (span
+order, leases, counters) lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._model import ClaimedEvent, EventKind, EventRecord, EventState, Outcome, SpoolStats
+
+__all__ = [
+    "Query",
+    "Rows",
+    "Tx",
+    "ack",
+    "add_counters",
+    "claim",
+    "dead_letter",
+    "export_page",
+    "fail",
+    "find",
+    "prune_done",
+    "purge",
+    "release",
+    "retry_dead",
+    "set_meta",
+    "stats",
+    "stuck",
+]
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement for the driver to run; ``many`` runs it once per parameter row."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    many: bool = False
+
+
+Tx = Generator[Query, Rows, T]
+
+_P, _L, _D, _X = (s.value for s in EventState)  # pending, leased, done, dead
+_START, _END = EventKind.START.value, EventKind.END.value
+
+_RECORD_COLUMNS = (
+    "seq, span_id, trace_id, kind, state, attempts, enqueued_at, next_attempt_at, "
+    "lease_owner, lease_expires_at, last_error, done_at, outcome, payload"
+)
+_SEQS = "seq IN (SELECT value FROM json_each(?))"
+
+_RELEASE_EXPIRED = f"""
+UPDATE events SET state = '{_P}', lease_owner = NULL, lease_expires_at = NULL
+WHERE state = '{_L}' AND lease_expires_at <= ?
+"""
+
+# A start is superseded when its span's end is spooled (and not dead): the end carries the
+# whole span, and sending the start after it would regress the stored span.
+_END_SPOOLED = f"""
+EXISTS (SELECT 1 FROM events AS o
+        WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id AND o.kind = '{_END}'
+          AND o.state IN ('{_P}', '{_L}', '{_D}'))
+"""
+
+_SUPERSEDE = f"""
+UPDATE events SET state = '{_D}', outcome = '{Outcome.SUPERSEDED.value}', done_at = ?,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE seq IN (
+    SELECT c.seq FROM events AS c
+    WHERE c.seq IN (SELECT seq FROM events WHERE state = '{_P}' ORDER BY seq LIMIT ?)
+      AND c.kind = '{_START}' AND {_END_SPOOLED}
+)
+RETURNING seq
+"""
+
+# An end waits while its start is in flight, so the start can never arrive after it.
+_CLAIM = f"""
+UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
+WHERE seq IN (
+    SELECT c.seq FROM events AS c
+    WHERE c.state = '{_P}' AND c.next_attempt_at <= ?
+      AND NOT (c.kind = '{_START}' AND {_END_SPOOLED})
+      AND NOT (c.kind = '{_END}' AND EXISTS (
+          SELECT 1 FROM events AS o
+          WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id
+            AND o.kind = '{_START}' AND o.state = '{_L}'))
+    ORDER BY c.seq LIMIT ?
+)
+RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
+"""
+
+_ADD_COUNTER = """
+INSERT INTO counters (name, value) VALUES (?, ?)
+ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+"""
+
+_CHANGES = Query("SELECT changes()")
+
+
+def _seqs(seqs: Iterable[int]) -> str:
+    return json.dumps(list(seqs))
+
+
+def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[ClaimedEvent]]:
+    """Lease up to ``limit`` ready events to ``owner``, oldest first, in span order."""
+    yield Query(_RELEASE_EXPIRED, (now,))
+    superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200)))
+    if superseded:
+        yield Query(_ADD_COUNTER, ("superseded", len(superseded)))
+    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, limit))
+    rows.sort(key=lambda row: int(row[0]))
+    return [
+        ClaimedEvent(
+            seq=row[0],
+            span_id=row[1],
+            trace_id=row[2],
+            kind=EventKind(row[3]),
+            payload=bytes(row[4]),
+            attempts=row[5],
+            enqueued_at=row[6],
+        )
+        for row in rows
+    ]
+
+
+def ack(seqs: Sequence[int], now: float) -> Tx[int]:
+    """Mark delivered events done. Acks from a shipper whose lease ran out still count:
+    the endpoint stored the spans, and the upsert is idempotent."""
+    yield Query(
+        f"UPDATE events SET state = '{_D}', outcome = '{Outcome.SHIPPED.value}', done_at = ?, "
+        f"lease_owner = NULL, lease_expires_at = NULL "
+        f"WHERE {_SEQS} AND state IN ('{_P}', '{_L}')",
+        (now, _seqs(seqs)),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:
+    """A retryable failure: count the attempt and hold the events until ``next_attempt_at``."""
+    yield Query(
+        f"UPDATE events SET state = '{_P}', attempts = attempts + 1, next_attempt_at = ?, "
+        f"last_error = ?, lease_owner = NULL, lease_expires_at = NULL "
+        f"WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?",
+        (next_attempt_at, error, _seqs(seqs), owner),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def release(
+    seqs: Sequence[int], owner: str, next_attempt_at: float = 0.0, error: str | None = None
+) -> Tx[int]:
+    """Give leased events back without counting an attempt (stop, or paused credentials)."""
+    yield Query(
+        f"UPDATE events SET state = '{_P}', next_attempt_at = ?, "
+        f"last_error = COALESCE(?, last_error), lease_owner = NULL, lease_expires_at = NULL "
+        f"WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?",
+        (next_attempt_at, error, _seqs(seqs), owner),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def dead_letter(reasons: Mapping[int, str], now: float) -> Tx[int]:
+    """Move events that the endpoint refused for good to ``dead``, each with its reason."""
+    yield Query(
+        f"UPDATE events SET state = '{_X}', last_error = ?, done_at = ?, "
+        f"lease_owner = NULL, lease_expires_at = NULL "
+        f"WHERE seq = ? AND state IN ('{_P}', '{_L}')",
+        [(reason, now, seq) for seq, reason in reasons.items()],
+        many=True,
+    )
+    return len(reasons)
+
+
+def retry_dead(seqs: Sequence[int] | None) -> Tx[int]:
+    """Dead events back to pending with their attempts reset: all of them, or ``seqs``."""
+    where = f"state = '{_X}'" + ("" if seqs is None else f" AND {_SEQS}")
+    params: tuple[Any, ...] = () if seqs is None else (_seqs(seqs),)
+    yield Query(
+        "UPDATE events SET state = 'pending', attempts = 0, next_attempt_at = 0, "
+        f"done_at = NULL WHERE {where}",
+        params,
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def prune_done(before: float, limit: int) -> Tx[int]:
+    """Delete up to ``limit`` done rows that finished before ``before``."""
+    yield Query(
+        f"DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+        f"WHERE state = '{_D}' AND done_at < ? ORDER BY seq LIMIT ?)",
+        (before, limit),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def purge(states: Sequence[EventState], before: float) -> Tx[int]:
+    """Delete done or dead rows that ended before ``before`` (operator's retention)."""
+    allowed = [s for s in states if s in (EventState.DONE, EventState.DEAD)]
+    if len(allowed) != len(states):
+        raise ValueError("only done and dead events can be purged")
+    yield Query(
+        "DELETE FROM events WHERE state IN (SELECT value FROM json_each(?)) "
+        "AND COALESCE(done_at, enqueued_at) < ?",
+        (json.dumps([s.value for s in allowed]), before),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def add_counters(counts: Mapping[str, int]) -> Tx[None]:
+    if counts:
+        yield Query(_ADD_COUNTER, list(counts.items()), many=True)
+
+
+def set_meta(values: Mapping[str, str | None]) -> Tx[None]:
+    """Set (or, with ``None``, delete) operator-visible facts: blocked reason, last error."""
+    keep = [(k, v) for k, v in values.items() if v is not None]
+    gone = [(k,) for k, v in values.items() if v is None]
+    if keep:
+        yield Query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            keep,
+            many=True,
+        )
+    if gone:
+        yield Query("DELETE FROM meta WHERE key = ?", gone, many=True)
+
+
+def stats() -> Tx[SpoolStats]:
+    by_state: dict[str, int] = dict(
+        (yield Query("SELECT state, COUNT(*) FROM events GROUP BY state"))
+    )
+    counters: dict[str, int] = dict((yield Query("SELECT name, value FROM counters")))
+    oldest = yield Query(
+        f"SELECT MIN(enqueued_at) FROM (SELECT enqueued_at FROM events "
+        f"WHERE state IN ('{_P}', '{_L}') ORDER BY seq LIMIT 1000)"
+    )
+    meta: dict[str, str] = dict((yield Query("SELECT key, value FROM meta")))
+    return SpoolStats(
+        pending=by_state.get(_P, 0),
+        leased=by_state.get(_L, 0),
+        done=by_state.get(_D, 0),
+        dead=by_state.get(_X, 0),
+        superseded=counters.get("superseded", 0),
+        dropped=_prefixed(counters, "dropped:"),
+        refused=_prefixed(counters, "refused:"),
+        oldest_pending_at=oldest[0][0] if oldest else None,
+        meta=meta,
+    )
+
+
+def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k.removeprefix(prefix): v for k, v in sorted(counters.items()) if k.startswith(prefix)}
+
+
+def stuck(
+    min_attempts: int, pending_before: float, now: float, limit: int
+) -> Tx[list[EventRecord]]:
+    """Events an operator should look at: dead, retried ``min_attempts`` times or more,
+    pending since before ``pending_before``, or leased past their expiry."""
+    rows = yield Query(
+        f"SELECT {_RECORD_COLUMNS} FROM events WHERE state = '{_X}' "
+        f"OR (state IN ('{_P}', '{_L}') AND attempts >= ?) "
+        f"OR (state = '{_P}' AND enqueued_at < ?) "
+        f"OR (state = '{_L}' AND lease_expires_at <= ?) ORDER BY seq LIMIT ?",
+        (min_attempts, pending_before, now, limit),
+    )
+    return [_record(row) for row in rows]
+
+
+def find(ident: str) -> Tx[list[EventRecord]]:
+    """Events by seq (a number) or by span id."""
+    seq = int(ident) if ident.isdigit() else -1
+    rows = yield Query(
+        f"SELECT {_RECORD_COLUMNS} FROM events WHERE seq = ? OR span_id = ? ORDER BY seq",
+        (seq, ident),
+    )
+    return [_record(row) for row in rows]
+
+
+def export_page(states: Sequence[EventState], after_seq: int, limit: int) -> Tx[list[EventRecord]]:
+    rows = yield Query(
+        f"SELECT {_RECORD_COLUMNS} FROM events WHERE seq > ? "
+        "AND state IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+        (after_seq, json.dumps([s.value for s in states]), limit),
+    )
+    return [_record(row) for row in rows]
+
+
+def _record(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        seq=row[0],
+        span_id=row[1],
+        trace_id=row[2],
+        kind=EventKind(row[3]),
+        state=EventState(row[4]),
+        attempts=row[5],
+        enqueued_at=row[6],
+        next_attempt_at=row[7],
+        lease_owner=row[8],
+        lease_expires_at=row[9],
+        last_error=row[10],
+        done_at=row[11],
+        outcome=Outcome(row[12]) if row[12] is not None else None,
+        payload=bytes(row[13]),
+    )

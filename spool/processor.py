@@ -1,0 +1,170 @@
+"""The tracing processors an agent calls: they spool each span event and return once it is
+committed. No network on this path.
+
+>>> processor = SpoolProcessor("/var/lib/agent/spool.db")
+>>> await processor.on_span_start(span)      # committed to the spool when this returns
+>>> await processor.on_span_end(span)
+>>> await processor.shutdown()
+
+Both processors share one implementation (:class:`_SpoolWriter`); only the wait differs:
+the async one waits on its event loop, the sync one blocks its thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ._committer import GroupCommitter, Row, acquire_committer, release_committer
+from ._mapping import Refused, encode_span
+from ._model import EventKind
+from ._ratelog import RateLimitedLog
+from .config import SpoolConfig
+
+__all__ = ["SpoolProcessor", "SyncSpoolProcessor"]
+
+log = logging.getLogger("spool")
+
+
+class _SpoolWriter:
+    """What both processors do: map and check spans, hand rows to the group committer, count
+    what could not be spooled. Never raises for tracing trouble."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, config: SpoolConfig | None) -> None:
+        if config is None:
+            config = SpoolConfig.from_env(path)
+        elif path is not None:
+            config = config.with_path(path)
+        self.config = config
+        self._committer: GroupCommitter | None = None
+        self._lock = threading.Lock()
+        self._ratelog = RateLimitedLog(log)
+
+    @property
+    def committer(self) -> GroupCommitter:
+        committer = self._committer
+        if committer is None:
+            with self._lock:
+                if self._committer is None:
+                    self._committer = acquire_committer(self.config)
+                committer = self._committer
+        return committer
+
+    def rows(self, spans: Iterable[object], kind: EventKind) -> list[Row]:
+        """Snapshot each span as its exact JSON; refused spans are counted, not returned."""
+        rows: list[Row] = []
+        now = time.time()
+        for span in spans:
+            if span is None:
+                raise TypeError("expected a span, got None")
+            try:
+                span_id, trace_id, payload = encode_span(span, kind, self.config.max_event_bytes)
+            except Refused as refused:
+                self.count(f"refused:{refused.reason}", f"spool: refused a span event: {refused}")
+                continue
+            rows.append((span_id, trace_id, kind.value, payload, now))
+        return rows
+
+    def count(self, counter: str, message: str, n: int = 1) -> None:
+        self._ratelog.warning(counter, message)
+        try:
+            self.committer.count(counter, n)
+        except Exception:
+            log.debug("spool: could not count %s", counter, exc_info=True)
+
+    def dropped(self, rows: list[Row], exc: BaseException) -> None:
+        self.count("dropped:spool_error", f"spool: dropped span event(s): {exc}", len(rows))
+
+    def close(self, timeout: float) -> None:
+        with self._lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            release_committer(committer, timeout)
+
+
+class SpoolProcessor:
+    """An asyncio tracing processor (agentex ``AsyncTracingProcessor`` shape).
+
+    ``await on_span_start(span)`` returns once the event is committed to the spool. The wait
+    happens off the event loop, so the agent's other tasks keep running.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, config: SpoolConfig | None = None
+    ) -> None:
+        self._writer = _SpoolWriter(path, config)
+
+    @property
+    def config(self) -> SpoolConfig:
+        return self._writer.config
+
+    async def on_span_start(self, span: Any) -> None:
+        await self._append((span,), EventKind.START)
+
+    async def on_span_end(self, span: Any) -> None:
+        await self._append((span,), EventKind.END)
+
+    async def on_spans_start(self, spans: Iterable[Any]) -> None:
+        """Spool many starts in one group commit."""
+        await self._append(spans, EventKind.START)
+
+    async def on_spans_end(self, spans: Iterable[Any]) -> None:
+        await self._append(spans, EventKind.END)
+
+    async def _append(self, spans: Iterable[Any], kind: EventKind) -> None:
+        rows = self._writer.rows(spans, kind)
+        if not rows:
+            return
+        try:
+            await self._writer.committer.append_async(rows)
+        except Exception as exc:
+            self._writer.dropped(rows, exc)
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Commit what is queued and stop this processor's use of the spool (harmless twice)."""
+        await asyncio.to_thread(self._writer.close, timeout)
+
+
+class SyncSpoolProcessor:
+    """A threaded tracing processor (agentex ``SyncTracingProcessor`` shape).
+
+    ``on_span_start(span)`` returns once the event is committed to the spool.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, config: SpoolConfig | None = None
+    ) -> None:
+        self._writer = _SpoolWriter(path, config)
+
+    @property
+    def config(self) -> SpoolConfig:
+        return self._writer.config
+
+    def on_span_start(self, span: Any) -> None:
+        self._append((span,), EventKind.START)
+
+    def on_span_end(self, span: Any) -> None:
+        self._append((span,), EventKind.END)
+
+    def on_spans_start(self, spans: Iterable[Any]) -> None:
+        self._append(spans, EventKind.START)
+
+    def on_spans_end(self, spans: Iterable[Any]) -> None:
+        self._append(spans, EventKind.END)
+
+    def _append(self, spans: Iterable[Any], kind: EventKind) -> None:
+        rows = self._writer.rows(spans, kind)
+        if not rows:
+            return
+        try:
+            self._writer.committer.append(rows)
+        except Exception as exc:
+            self._writer.dropped(rows, exc)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._writer.close(timeout)

@@ -1,0 +1,257 @@
+"""Open a spool and run its operations: :class:`Spool` on ``sqlite3``, :class:`AsyncSpool` on
+``aiosqlite``. The operations themselves live in :mod:`spool.ops`; these are the drivers.
+
+>>> spool = Spool.open(SpoolConfig(path=Path("/tmp/example.db")))
+>>> spool.append([NewEvent("span-1", "trace-1", EventKind.START, b'{"name":"x"}')])
+True
+>>> [e.span_id for e in spool.run(ops.claim("me", limit=50, lease_seconds=60, now=time.time()))]
+['span-1']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from . import ops
+from ._committer import GroupCommitter, Row, acquire_committer, release_committer
+from ._errors import SpoolClosedError, SpoolError
+from ._model import EventKind, EventRecord, EventState, SpoolStats
+from ._schema import connect, translate_error
+from .config import SpoolConfig
+
+__all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append: ``payload`` is the SpanCreateParam JSON exactly as it will be sent."""
+
+    span_id: str
+    trace_id: str
+    kind: EventKind
+    payload: bytes
+    enqueued_at: float | None = None
+
+    def row(self, now: float) -> Row:
+        at = self.enqueued_at if self.enqueued_at is not None else now
+        return (self.span_id, self.trace_id, self.kind.value, self.payload, at)
+
+
+def file_sizes(path: Path) -> tuple[int, int]:
+    """Bytes on disk of the spool file and of its WAL."""
+    sizes = []
+    for candidate in (path, Path(f"{path}-wal")):
+        try:
+            sizes.append(candidate.stat().st_size)
+        except FileNotFoundError:
+            sizes.append(0)
+    return sizes[0], sizes[1]
+
+
+class _Appender:
+    """Appends go through the process's one group committer for the path, started lazily so
+    that inspecting a spool never starts a writer thread."""
+
+    config: SpoolConfig
+    _committer: GroupCommitter | None = None
+
+    def _writer(self) -> GroupCommitter:
+        if self._committer is None:
+            self._committer = acquire_committer(self.config)
+        return self._committer
+
+    def _release_writer(self) -> None:
+        if self._committer is not None:
+            release_committer(self._committer)
+            self._committer = None
+
+    def with_sizes(self, stats: SpoolStats) -> SpoolStats:
+        file_bytes, wal_bytes = file_sizes(self.config.path)
+        return replace(stats, file_bytes=file_bytes, wal_bytes=wal_bytes)
+
+
+class Spool(_Appender):
+    """A spool opened with ``sqlite3``: for threads, the CLI and tests."""
+
+    def __init__(self, config: SpoolConfig, conn: sqlite3.Connection) -> None:
+        self.config = config
+        self._conn: sqlite3.Connection | None = conn
+
+    @classmethod
+    def open(cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True) -> Spool:
+        """Open (and with ``create``, make) a spool. Raises :class:`SpoolOpenError`."""
+        config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
+        return cls(config, connect(config, create=create))
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise SpoolClosedError(self.config.path, "the spool is closed")
+        return self._conn
+
+    def append(self, events: Sequence[NewEvent]) -> bool:
+        """Commit ``events`` (one group commit) and return True; False if they were dropped."""
+        now = time.time()
+        return self._writer().append([e.row(now) for e in events])
+
+    def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
+        """Run one operation from :mod:`spool.ops` as one transaction."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                query = next(tx)
+                while True:
+                    if query.many:
+                        conn.executemany(query.sql, query.params)
+                        rows: ops.Rows = []
+                    else:
+                        rows = conn.execute(query.sql, query.params).fetchall()
+                    query = tx.send(rows)
+            except StopIteration as stop:
+                conn.execute("COMMIT")
+                return stop.value  # type: ignore[no-any-return]
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate_error(self.config.path, exc) from exc
+
+    def stats(self) -> SpoolStats:
+        return self.with_sizes(self.run(ops.stats(), write=False))
+
+    def export(self, states: Sequence[EventState], page: int = 1000) -> Iterator[EventRecord]:
+        """Every event in ``states``, in seq order, read a page at a time."""
+        after = 0
+        while records := self.run(ops.export_page(states, after, page), write=False):
+            yield from records
+            after = records[-1].seq
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap "anything new?" check."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """Copy the WAL into the database file; TRUNCATE also empties the WAL."""
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        try:
+            row = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error as exc:
+            raise translate_error(self.config.path, exc) from exc
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def integrity_check(self) -> list[str]:
+        """SQLite's verdict: ``["ok"]`` for a sound file."""
+        try:
+            return [str(r[0]) for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
+        except sqlite3.Error as exc:
+            raise translate_error(self.config.path, exc) from exc
+
+    def close(self) -> None:
+        self._release_writer()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+
+class AsyncSpool(_Appender):
+    """A spool opened with ``aiosqlite``: for the shipper's event loop."""
+
+    def __init__(self, config: SpoolConfig, db: aiosqlite.Connection) -> None:
+        self.config = config
+        self._db: aiosqlite.Connection | None = db
+
+    @classmethod
+    async def open(
+        cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True
+    ) -> AsyncSpool:
+        config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
+        db = aiosqlite.Connection(lambda: connect(config, create=create), iter_chunk_size=256)
+        try:
+            await db
+        except SpoolError:
+            await db.close()
+            raise
+        return cls(config, db)
+
+    async def __aenter__(self) -> AsyncSpool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise SpoolClosedError(self.config.path, "the spool is closed")
+        return self._db
+
+    async def append(self, events: Sequence[NewEvent]) -> bool:
+        now = time.time()
+        return await self._writer().append_async([e.row(now) for e in events])
+
+    async def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                query = next(tx)
+                while True:
+                    if query.many:
+                        await db.executemany(query.sql, query.params)
+                        rows: ops.Rows = []
+                    else:
+                        rows = [
+                            tuple(r) for r in await db.execute_fetchall(query.sql, query.params)
+                        ]
+                    query = tx.send(rows)
+            except StopIteration as stop:
+                await db.execute("COMMIT")
+                return stop.value  # type: ignore[no-any-return]
+            finally:
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise translate_error(self.config.path, exc) from exc
+
+    async def stats(self) -> SpoolStats:
+        return self.with_sizes(await self.run(ops.stats(), write=False))
+
+    async def data_version(self) -> int:
+        rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
+        return int(rows[0][0])
+
+    async def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+            raise ValueError(f"unknown checkpoint mode {mode!r}")
+        try:
+            rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
+        except sqlite3.Error as exc:
+            raise translate_error(self.config.path, exc) from exc
+        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+    async def close(self) -> None:
+        self._release_writer()
+        if self._db is not None:
+            db, self._db = self._db, None
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await db.close()
