@@ -1,1 +1,32 @@
-"""placeholder."""
+"""shipper: claims span events from the spool and upserts them to Scale GP.
+
+>>> from shipper import Shipper, ShipperConfig
+>>> async with Shipper("/var/lib/agent/spool.db", ShipperConfig.from_env()) as shipper:
+...     result = await shipper.drain(timeout=60)
+"""
+
+from __future__ import annotations
+
+from ._errors import ShipperConfigError, ShipperError
+from .classify import Action, Verdict, classify, parse_retry_after
+from .config import ShipperConfig
+from .loop import Shipper
+from .results import DrainResult, Progress, StopReason
+from .upload import SGPUploader, Uploader, batch_body
+
+__all__ = [
+    "Action",
+    "DrainResult",
+    "Progress",
+    "SGPUploader",
+    "Shipper",
+    "ShipperConfig",
+    "ShipperConfigError",
+    "ShipperError",
+    "StopReason",
+    "Uploader",
+    "Verdict",
+    "batch_body",
+    "classify",
+    "parse_retry_after",
+]

@@ -18,11 +18,19 @@ from ._errors import (
     SpoolOpenError,
 )
 from ._mapping import Refused, encode_span, to_param
-from ._model import ClaimedEvent, EventKind, EventRecord, EventState, Outcome, SpoolStats
+from ._model import (
+    ClaimedEvent,
+    EventKind,
+    EventRecord,
+    EventState,
+    MetaKey,
+    Outcome,
+    SpoolStats,
+)
 from ._schema import SCHEMA_VERSION
 from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
 from .processor import SpoolProcessor, SyncSpoolProcessor
-from .store import AsyncSpool, NewEvent, Spool, file_sizes
+from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -32,6 +40,7 @@ __all__ = [
     "EventRecord",
     "EventState",
     "FullPolicy",
+    "MetaKey",
     "NewEvent",
     "NewerSchemaError",
     "NotASpoolError",
@@ -54,4 +63,5 @@ __all__ = [
     "file_sizes",
     "ops",
     "to_param",
+    "watch_appends",
 ]

@@ -10,6 +10,7 @@ __all__ = [
     "EventKind",
     "EventRecord",
     "EventState",
+    "MetaKey",
     "Outcome",
     "SpoolStats",
 ]
@@ -29,6 +30,17 @@ class EventKind(enum.StrEnum):
 
     START = "start"
     END = "end"
+
+
+class MetaKey(enum.StrEnum):
+    """Facts the shipper records in the spool for operators (``spool-ship status``)."""
+
+    BLOCKED = "blocked_reason"
+    """Why shipping is paused (credentials refused); absent while shipping works."""
+    LAST_ERROR = "last_error"
+    LAST_ERROR_AT = "last_error_at"
+    LAST_SUCCESS_AT = "last_success_at"
+    """Unix time of the last batch the endpoint accepted."""
 
 
 class Outcome(enum.StrEnum):

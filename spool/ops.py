@@ -13,7 +13,15 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._model import ClaimedEvent, EventKind, EventRecord, EventState, Outcome, SpoolStats
+from ._model import (
+    ClaimedEvent,
+    EventKind,
+    EventRecord,
+    EventState,
+    MetaKey,
+    Outcome,
+    SpoolStats,
+)
 
 __all__ = [
     "Query",
@@ -26,10 +34,13 @@ __all__ = [
     "export_page",
     "fail",
     "find",
+    "outstanding",
     "prune_done",
     "purge",
     "release",
+    "renew",
     "retry_dead",
+    "retry_later",
     "set_meta",
     "stats",
     "stuck",
@@ -104,6 +115,11 @@ INSERT INTO counters (name, value) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
 """
 
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
 _CHANGES = Query("SELECT changes()")
 
 
@@ -134,15 +150,18 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
 
 
 def ack(seqs: Sequence[int], now: float) -> Tx[int]:
-    """Mark delivered events done. Acks from a shipper whose lease ran out still count:
-    the endpoint stored the spans, and the upsert is idempotent."""
+    """Mark delivered events done and note the success (clearing any blocked reason). Acks
+    from a shipper whose lease ran out still count: the upsert is idempotent."""
     yield Query(
         f"UPDATE events SET state = '{_D}', outcome = '{Outcome.SHIPPED.value}', done_at = ?, "
         f"lease_owner = NULL, lease_expires_at = NULL "
         f"WHERE {_SEQS} AND state IN ('{_P}', '{_L}')",
         (now, _seqs(seqs)),
     )
-    return int((yield _CHANGES)[0][0])
+    acked = int((yield _CHANGES)[0][0])
+    yield Query(_SET_META, [(MetaKey.LAST_SUCCESS_AT.value, repr(now))], many=True)
+    yield Query("DELETE FROM meta WHERE key = ?", (MetaKey.BLOCKED.value,))
+    return acked
 
 
 def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:
@@ -157,16 +176,68 @@ def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) ->
 
 
 def release(
-    seqs: Sequence[int], owner: str, next_attempt_at: float = 0.0, error: str | None = None
+    seqs: Sequence[int],
+    owner: str,
+    next_attempt_at: float | None = None,
+    error: str | None = None,
 ) -> Tx[int]:
-    """Give leased events back without counting an attempt (stop, or paused credentials)."""
+    """Give leased events back without counting an attempt (stop, or paused credentials).
+
+    Without ``next_attempt_at`` the events keep the backoff already persisted for them."""
     yield Query(
-        f"UPDATE events SET state = '{_P}', next_attempt_at = ?, "
+        f"UPDATE events SET state = '{_P}', next_attempt_at = COALESCE(?, next_attempt_at), "
         f"last_error = COALESCE(?, last_error), lease_owner = NULL, lease_expires_at = NULL "
         f"WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?",
         (next_attempt_at, error, _seqs(seqs), owner),
     )
     return int((yield _CHANGES)[0][0])
+
+
+def retry_later(
+    seqs: Sequence[int],
+    owner: str,
+    *,
+    next_attempt_at: float,
+    error: str,
+    lease_seconds: float,
+    now: float,
+) -> Tx[int]:
+    """A retryable failure while the shipper keeps the batch: count the attempt, persist when
+    to try next and why, and hold the lease through the wait. A shipper that dies during the
+    wait leaves events that others take only after ``next_attempt_at``."""
+    yield Query(
+        f"UPDATE events SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+        f"lease_expires_at = ? WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?",
+        (next_attempt_at, error, next_attempt_at + lease_seconds, _seqs(seqs), owner),
+    )
+    held = int((yield _CHANGES)[0][0])
+    yield Query(
+        _SET_META,
+        [(MetaKey.LAST_ERROR.value, error), (MetaKey.LAST_ERROR_AT.value, repr(now))],
+        many=True,
+    )
+    return held
+
+
+def renew(seqs: Sequence[int], owner: str, lease_expires_at: float) -> Tx[int]:
+    """Extend ``owner``'s lease on events it is still working on."""
+    yield Query(
+        f"UPDATE events SET lease_expires_at = ? "
+        f"WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?",
+        (lease_expires_at, _seqs(seqs), owner),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def outstanding() -> Tx[tuple[int, int, float | None]]:
+    """``(pending, leased, earliest next_attempt_at of pending)``: is there work left, and when."""
+    rows = yield Query(
+        f"SELECT SUM(state = '{_P}'), SUM(state = '{_L}'), "
+        f"MIN(CASE WHEN state = '{_P}' THEN next_attempt_at END) "
+        f"FROM events WHERE state IN ('{_P}', '{_L}')"
+    )
+    pending, leased, due = rows[0]
+    return int(pending or 0), int(leased or 0), due
 
 
 def dead_letter(reasons: Mapping[int, str], now: float) -> Tx[int]:
@@ -226,12 +297,7 @@ def set_meta(values: Mapping[str, str | None]) -> Tx[None]:
     keep = [(k, v) for k, v in values.items() if v is not None]
     gone = [(k,) for k, v in values.items() if v is None]
     if keep:
-        yield Query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            keep,
-            many=True,
-        )
+        yield Query(_SET_META, keep, many=True)
     if gone:
         yield Query("DELETE FROM meta WHERE key = ?", gone, many=True)
 

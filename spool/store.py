@@ -10,11 +10,12 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +29,7 @@ from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._schema import connect, translate_error
 from .config import SpoolConfig
 
-__all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes"]
+__all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes", "watch_appends"]
 
 T = TypeVar("T")
 
@@ -57,6 +58,19 @@ def file_sizes(path: Path) -> tuple[int, int]:
         except FileNotFoundError:
             sizes.append(0)
     return sizes[0], sizes[1]
+
+
+def watch_appends(config: SpoolConfig, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback()`` (from the writer thread) after every commit that this process's
+    processors make to the spool at ``config.path``. Returns the function that stops it."""
+    committer = acquire_committer(config)
+    committer.add_listener(callback)
+
+    def unwatch() -> None:
+        committer.remove_listener(callback)
+        release_committer(committer)
+
+    return unwatch
 
 
 class _Appender:
@@ -179,6 +193,8 @@ class AsyncSpool(_Appender):
     def __init__(self, config: SpoolConfig, db: aiosqlite.Connection) -> None:
         self.config = config
         self._db: aiosqlite.Connection | None = db
+        # One connection serves every task of the loop: transactions must not interleave.
+        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -210,6 +226,10 @@ class AsyncSpool(_Appender):
         return await self._writer().append_async([e.row(now) for e in events])
 
     async def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
+        async with self._tx_lock:
+            return await self._run(tx, write)
+
+    async def _run(self, tx: ops.Tx[T], write: bool) -> T:
         db = self.db
         try:
             await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -237,14 +257,16 @@ class AsyncSpool(_Appender):
         return self.with_sizes(await self.run(ops.stats(), write=False))
 
     async def data_version(self) -> int:
-        rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
+        async with self._tx_lock:
+            rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
         return int(rows[0][0])
 
     async def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise ValueError(f"unknown checkpoint mode {mode!r}")
         try:
-            rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
+            async with self._tx_lock:
+                rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])

@@ -1,0 +1,489 @@
+"""The ship loop: claim batches from the spool, upload them, ack, retry, isolate, dead-letter.
+
+>>> shipper = Shipper("/var/lib/agent/spool.db", ShipperConfig.from_env())
+>>> result = await shipper.drain(timeout=60)      # or: await shipper.run() until stop()
+>>> result.exit_code
+0
+
+Retries are tenacity's alone (the SDK's are off). Every failed attempt is persisted on the
+events (attempts, next_attempt_at, last_error) while the shipper keeps their lease, so a
+shipper that dies mid-backoff leaves events that nobody takes before their next attempt is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
+
+from spool import AsyncSpool, ClaimedEvent, MetaKey, SpoolConfig, ops, watch_appends
+
+from .classify import ACKED, Action, Verdict, classify
+from .config import ShipperConfig
+from .results import DrainResult, Progress, StopReason
+from .upload import SGPUploader, Uploader, batch_body
+
+__all__ = ["Shipper"]
+
+log = logging.getLogger("shipper")
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+
+# In drain, a batch that fails this many attempts in a row ends the drain (about a minute of
+# backoff with the defaults): the endpoint is unreachable, or the credentials are refused.
+DRAIN_PATIENCE = 8
+# How long an idle shipper goes without claiming, so expired leases of a dead shipper and
+# events whose backoff ended are picked up even when nothing else changes.
+MAX_IDLE = 5.0
+PRUNE_CHUNK = 10_000
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Events in flight together; shrinks when events age out during retries."""
+
+    events: list[ClaimedEvent]
+    attempts: int = 0
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def seqs(self) -> list[int]:
+        return [e.seq for e in self.events]
+
+
+class Shipper:
+    """Ships one spool. ``run()`` ships until ``stop()``; ``drain()`` until nothing is left."""
+
+    def __init__(
+        self,
+        spool: SpoolConfig | str | os.PathLike[str],
+        config: ShipperConfig | None = None,
+        *,
+        uploader: Uploader | None = None,
+        clock: Clock = time.time,
+        sleep: Sleep | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.spool_config = spool if isinstance(spool, SpoolConfig) else SpoolConfig.from_env(spool)
+        self.config = config if config is not None else ShipperConfig.from_env()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._uploader = uploader
+        self._clock = clock
+        self._sleep: Sleep = sleep if sleep is not None else self._interruptible_sleep
+        self._backoff = wait_exponential_jitter(
+            initial=self.config.backoff_initial,
+            max=self.config.backoff_max,
+            jitter=self.config.backoff_initial,
+        )
+        self._spool: AsyncSpool | None = None
+        self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._finished = asyncio.Event()
+        self._serving = False
+        self._stop_timeout = 10.0
+        self._stop_reason: StopReason | None = None
+        self._stop_detail: str | None = None
+        self._blocked: Verdict | None = None
+        self._patience: int | None = None
+        self._unwatch: Callable[[], None] | None = None
+        self._progress: Callable[[Progress], None] | None = None
+        self._started_at = 0.0
+        self._remaining = 0
+        self._next_prune = 0.0
+        self._next_checkpoint = 0.0
+        self.shipped = 0
+        self.dead_lettered = 0
+        self.requests = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def __aenter__(self) -> Shipper:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the spool (and the SDK client); raises ``SpoolError``/``ShipperConfigError``."""
+        if self._uploader is None:
+            self._uploader = SGPUploader(self.config)
+        if self._spool is None:
+            self._spool = await AsyncSpool.open(self.spool_config, create=True)
+
+    async def aclose(self) -> None:
+        if self._serving:
+            await self.stop()
+        if self._spool is not None:
+            await self._spool.close()
+            self._spool = None
+        if self._uploader is not None:
+            await self._uploader.aclose()
+
+    @property
+    def spool(self) -> AsyncSpool:
+        if self._spool is None:
+            raise RuntimeError("the shipper is not open: use 'async with Shipper(...)'")
+        return self._spool
+
+    async def run(self) -> None:
+        """Ship forever, until :meth:`stop` (or a signal handler that calls it)."""
+        await self._serve(drain=False)
+
+    async def drain(
+        self,
+        timeout: float | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> DrainResult:
+        """Ship until nothing is pending or leased, ``timeout`` passes, or shipping cannot go
+        on (credentials refused, endpoint unreachable for a whole run of retries)."""
+        self._progress = progress
+        self._patience = DRAIN_PATIENCE
+        deadline_task = None
+        if timeout is not None:
+            deadline_task = asyncio.create_task(self._deadline(timeout))
+        try:
+            await self._serve(drain=True)
+        finally:
+            if deadline_task is not None:
+                deadline_task.cancel()
+        pending, leased, _ = await self.spool.run(ops.outstanding(), write=False)
+        stats = await self.spool.stats()
+        reason = self._stop_reason if (pending or leased) else None
+        return DrainResult(
+            shipped=self.shipped,
+            dead_lettered=self.dead_lettered,
+            pending=pending,
+            leased=leased,
+            dead=stats.dead,
+            elapsed=self._clock() - self._started_at,
+            reason=reason,
+            detail=self._stop_detail if reason else None,
+        )
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish in-flight batches within ``timeout``; release the rest back to the spool."""
+        self._stop_timeout = timeout
+        self._request_stop(StopReason.STOPPED)
+        if self._serving:
+            await self._finished.wait()
+
+    def _request_stop(self, reason: StopReason, detail: str | None = None) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._stop_detail = detail
+        self._stopping.set()
+        self._wakeup.set()
+        self._unpaused.set()
+
+    async def _deadline(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        blocked = self._blocked
+        if blocked is not None:
+            self._request_stop(StopReason.AUTH, blocked.describe())
+        else:
+            self._request_stop(StopReason.TIMEOUT, f"after {timeout:g}s")
+
+    # ---- the dispatcher ---------------------------------------------------------------------
+    async def _serve(self, *, drain: bool) -> None:
+        await self.open()
+        self._serving = True
+        self._finished.clear()
+        self._started_at = self._clock()
+        loop = asyncio.get_running_loop()
+        self._unwatch = watch_appends(
+            self.spool_config, lambda: _set_threadsafe(loop, self._wakeup)
+        )
+        slots = asyncio.Semaphore(self.config.concurrency)
+        try:
+            pending, leased, _ = await self.spool.run(ops.outstanding(), write=False)
+            self._remaining = pending + leased
+            log.info(
+                "shipper started owner=%s spool=%s pending=%d leased=%d",
+                self.owner, self.spool_config.path, pending, leased,
+            )  # fmt: skip
+            while not self._stopping.is_set():
+                await self._housekeeping()
+                await self._unpaused.wait()
+                await slots.acquire()
+                if self._stopping.is_set():
+                    slots.release()
+                    break
+                events = await self._claim(drain=drain)
+                if not events:
+                    slots.release()
+                    if await self._idle(drain=drain):
+                        break
+                    continue
+                task = asyncio.create_task(self._ship_batch(events))
+                self._inflight.add(task)
+                task.add_done_callback(lambda t: self._batch_done(t, slots))
+        finally:
+            await self._finish()
+
+    async def _claim(self, *, drain: bool) -> list[ClaimedEvent]:
+        size = self.config.batch_size
+        events = await self._claim_up_to(size)
+        if drain or not events or len(events) >= size or self.config.linger <= 0:
+            return events
+        # A partial batch waits a little for company: fewer, fuller requests.
+        until = self._clock() + self.config.linger
+        while len(events) < size and not self._stopping.is_set():
+            left = until - self._clock()
+            if left <= 0:
+                break
+            await self._wait(self._wakeup, min(left, self.config.poll_interval))
+            events += await self._claim_up_to(size - len(events))
+        return events
+
+    async def _claim_up_to(self, limit: int) -> list[ClaimedEvent]:
+        self._wakeup.clear()
+        return await self.spool.run(
+            ops.claim(self.owner, limit, self.config.lease_seconds, self._clock())
+        )
+
+    async def _idle(self, *, drain: bool) -> bool:
+        """Wait for work. True when a drain is complete."""
+        pending, leased, due = await self.spool.run(ops.outstanding(), write=False)
+        self._remaining = pending + leased
+        if drain and not self._inflight and not pending and not leased:
+            return True
+        version = await self.spool.data_version()
+        give_up_at = self._clock() + MAX_IDLE
+        while not self._stopping.is_set():
+            now = self._clock()
+            timeout = min(self.config.poll_interval, give_up_at - now)
+            if due is not None and pending:
+                timeout = min(timeout, due - now)
+            if timeout <= 0 or await self._wait(self._wakeup, timeout):
+                return False
+            if await self.spool.data_version() != version:
+                return False
+        return False
+
+    def _batch_done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
+        self._inflight.discard(task)
+        slots.release()
+        self._wakeup.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch failed unexpectedly", exc_info=task.exception())
+
+    async def _finish(self) -> None:
+        try:
+            if self._inflight:
+                _, late = await asyncio.wait(set(self._inflight), timeout=self._stop_timeout)
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            if self._unwatch is not None:
+                self._unwatch()
+                self._unwatch = None
+            self._serving = False
+            self._finished.set()
+            log.info(
+                "shipper stopped owner=%s shipped=%d dead_lettered=%d requests=%d",
+                self.owner, self.shipped, self.dead_lettered, self.requests,
+            )  # fmt: skip
+
+    async def _housekeeping(self) -> None:
+        now = self._clock()
+        if now >= self._next_prune:
+            self._next_prune = now + self.config.prune_interval
+            cutoff = now - self.spool_config.retention
+            pruned = await self.spool.run(ops.prune_done(cutoff, PRUNE_CHUNK))
+            if pruned:
+                log.info("pruned done=%d", pruned)
+        if now >= self._next_checkpoint:
+            self._next_checkpoint = now + self.config.checkpoint_interval
+            await self.spool.checkpoint("PASSIVE")
+
+    # ---- one batch ----------------------------------------------------------------------------
+    async def _ship_batch(self, events: list[ClaimedEvent]) -> None:
+        try:
+            await self._deliver(_Batch(list(events)))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(events))
+            raise
+        except Exception:
+            await self._release(events)
+            raise
+
+    async def _deliver(self, batch: _Batch) -> None:
+        verdict = await self._upload_with_retries(batch)
+        if not batch.events:
+            return
+        if verdict.action is Action.ACK:
+            await self._ack(batch.events)
+        elif verdict.action in (Action.BISECT, Action.SPLIT):
+            if len(batch.events) == 1:
+                await self._dead_letter(batch.events, verdict)
+            else:
+                middle = len(batch.events) // 2
+                await self._deliver(_Batch(batch.events[:middle]))
+                await self._deliver(_Batch(batch.events[middle:]))
+        else:  # the run of retries ended (stop, deadline, patience): leave them for later
+            await self._release(batch.events)
+
+    async def _upload_with_retries(self, batch: _Batch) -> Verdict:
+        retrying = AsyncRetrying(
+            sleep=self._sleep,
+            stop=self._should_stop,
+            wait=self._wait_time,
+            retry=retry_if_result(_is_retryable),
+            before_sleep=functools.partial(self._after_failure, batch=batch),
+            retry_error_callback=_last_verdict,
+        )
+        verdict: Verdict = await retrying(self._attempt, batch)
+        return verdict
+
+    async def _attempt(self, batch: _Batch) -> Verdict:
+        if not batch.events:
+            return ACKED
+        if self._stopping.is_set() and batch.attempts:
+            return batch.verdicts[-1]
+        batch.attempts += 1
+        self.requests += 1
+        assert self._uploader is not None
+        started = time.perf_counter()
+        try:
+            await self._uploader.upload(batch_body([e.payload for e in batch.events]))
+            verdict = ACKED
+        except Exception as exc:
+            verdict = classify(exc, self._clock())
+        batch.verdicts.append(verdict)
+        if verdict.action is not Action.ACK:
+            log.info(
+                "upload failed n=%d attempt=%d action=%s %s in_ms=%.0f",
+                len(batch.events), batch.attempts, verdict.action.value, verdict.describe(),
+                (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+        return verdict
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if self._stopping.is_set():
+            return True
+        if self._patience is not None and state.attempt_number >= self._patience:
+            verdict = _last_verdict(state)
+            reason = StopReason.AUTH if verdict.action is Action.PAUSE else StopReason.UNREACHABLE
+            self._request_stop(reason, verdict.describe())
+            return True
+        return False
+
+    def _wait_time(self, state: RetryCallState) -> float:
+        backoff = self._backoff(state)
+        retry_after = _last_verdict(state).retry_after
+        if retry_after is None:
+            return backoff
+        return max(backoff, min(retry_after, self.config.retry_after_cap))
+
+    async def _after_failure(self, state: RetryCallState, batch: _Batch) -> None:
+        """Persist the failure before waiting, so a restart honours the same backoff."""
+        verdict = _last_verdict(state)
+        wait = state.upcoming_sleep
+        now = self._clock()
+        if verdict.action is Action.PAUSE:
+            # Credentials: no attempt burned, nothing dead-lettered; everyone waits for a probe.
+            if self._blocked is None:
+                log.warning(
+                    "blocked: credentials refused (%s); pausing shipping", verdict.describe()
+                )
+            self._blocked = verdict
+            self._unpaused.clear()
+            await self.spool.run(ops.set_meta({MetaKey.BLOCKED.value: verdict.describe()}))
+            await self.spool.run(
+                ops.renew(batch.seqs, self.owner, now + wait + self.config.lease_seconds)
+            )
+            return
+        expired = [e for e in batch.events if now - e.enqueued_at >= self.config.max_age]
+        if expired:
+            batch.events = [e for e in batch.events if e not in expired]
+            await self._dead_letter(expired, verdict, why="max_age exceeded after ")
+        if batch.events:
+            await self.spool.run(
+                ops.retry_later(
+                    batch.seqs,
+                    self.owner,
+                    next_attempt_at=now + wait,
+                    error=verdict.describe(),
+                    lease_seconds=self.config.lease_seconds,
+                    now=now,
+                )
+            )
+            log.info(
+                "retry n=%d attempt=%d wait_s=%.2f %s",
+                len(batch.events), state.attempt_number, wait, verdict.describe(),
+            )  # fmt: skip
+
+    async def _ack(self, events: Sequence[ClaimedEvent]) -> None:
+        await self.spool.run(ops.ack([e.seq for e in events], self._clock()))
+        self.shipped += len(events)
+        self._remaining = max(0, self._remaining - len(events))
+        if self._blocked is not None:
+            log.info("resumed: credentials accepted again")
+            self._blocked = None
+            self._unpaused.set()
+        log.debug("shipped n=%d", len(events))
+        if self._progress is not None:
+            self._progress(
+                Progress(self.shipped, self._remaining, self._clock() - self._started_at)
+            )
+
+    async def _dead_letter(
+        self, events: Sequence[ClaimedEvent], verdict: Verdict, why: str = ""
+    ) -> None:
+        reason = f"{why}{verdict.describe()}"
+        await self.spool.run(ops.dead_letter({e.seq: reason for e in events}, self._clock()))
+        self.dead_lettered += len(events)
+        self._remaining = max(0, self._remaining - len(events))
+        for event in events:
+            log.warning(
+                "dead-lettered seq=%d span_id=%s trace_id=%s kind=%s %s",
+                event.seq, event.span_id, event.trace_id, event.kind.value, reason,
+            )  # fmt: skip
+
+    async def _release(self, events: Sequence[ClaimedEvent]) -> None:
+        with contextlib.suppress(Exception):
+            await self.spool.run(ops.release([e.seq for e in events], self.owner))
+
+    # ---- waiting ----------------------------------------------------------------------------
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        await self._wait(self._stopping, seconds)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> bool:
+        """Wait for ``event`` up to ``timeout`` seconds; True if it was set."""
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+def _is_retryable(verdict: Verdict) -> bool:
+    return verdict.action in (Action.RETRY, Action.PAUSE)
+
+
+def _last_verdict(state: RetryCallState) -> Verdict:
+    assert state.outcome is not None
+    verdict: Verdict = state.outcome.result()
+    return verdict
+
+
+def _set_threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed
+        loop.call_soon_threadsafe(event.set)

@@ -1,0 +1,82 @@
+"""The upload seam: one request per batch, body built from the stored JSON.
+
+:class:`SGPUploader` sends through the scale-gp-beta SDK (``AsyncSGPClient``, retries off);
+tests and users may pass any object with the :class:`Uploader` shape instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import httpx
+import scale_gp_beta
+
+from ._errors import ShipperConfigError
+from .config import ENV_ACCOUNT_ID, ENV_API_KEY, ShipperConfig
+
+__all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body"]
+
+BATCH_PATH = "/v5/spans/batch"
+
+
+def batch_body(payloads: Sequence[bytes]) -> bytes:
+    """The request body for stored span payloads, byte for byte as they were spooled."""
+    return b'{"items":[' + b",".join(payloads) + b"]}"
+
+
+class Uploader(Protocol):
+    """Sends one batch. Returns on 2xx; raises the SDK's or httpx's exception otherwise."""
+
+    async def upload(self, body: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SGPUploader:
+    """``PUT /v5/spans/batch`` through ``scale_gp_beta.AsyncSGPClient`` with ``max_retries=0``:
+    tenacity in the shipper is the only retry layer."""
+
+    def __init__(self, config: ShipperConfig) -> None:
+        missing = [
+            name
+            for name, value in ((ENV_API_KEY, config.api_key), (ENV_ACCOUNT_ID, config.account_id))
+            if not value
+        ]
+        if missing:
+            raise ShipperConfigError(
+                f"cannot ship: {' and '.join(missing)} not set (pass them or set the variables)"
+            )
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                config.request_timeout, connect=min(10.0, config.request_timeout)
+            ),
+            limits=httpx.Limits(max_connections=config.concurrency + 2),
+        )
+        try:
+            self._client = scale_gp_beta.AsyncSGPClient(
+                api_key=config.api_key,
+                account_id=config.account_id,
+                base_url=config.base_url,
+                max_retries=0,
+                timeout=config.request_timeout,
+                http_client=self._http,
+            )
+        except scale_gp_beta.SGPClientError as exc:
+            raise ShipperConfigError(f"cannot ship: {exc}") from exc
+        self._options: dict[str, object] = {"headers": {"Content-Type": "application/json"}}
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    async def upload(self, body: bytes) -> None:
+        await self._client.put(
+            BATCH_PATH,
+            cast_to=httpx.Response,
+            content=body,
+            options=self._options,  # type: ignore[arg-type]
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
