@@ -93,6 +93,7 @@ class Shipper:
         self._inflight: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
         self._serving = False
+        self._drain = False
         self._stop_timeout = 10.0
         self._stop_reason: StopReason | None = None
         self._stop_detail: str | None = None
@@ -180,6 +181,20 @@ class Shipper:
         if self._serving:
             await self._finished.wait()
 
+    async def finish(self, timeout: float) -> None:
+        """Turn a running :meth:`run` into a drain bounded by ``timeout``: ship what is
+        pending, then stop; whatever is left when the time is up stays in the spool."""
+        if not self._serving:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Keep a slice of the budget for finishing or releasing in-flight batches.
+        grace = min(1.0, timeout / 4)
+        self._drain = True
+        self._wakeup.set()
+        if not await self._wait(self._finished, max(0.0, timeout - grace)):
+            await self.stop(timeout=max(0.0, deadline - loop.time()) / 2)
+
     def _request_stop(self, reason: StopReason, detail: str | None = None) -> None:
         if self._stop_reason is None:
             self._stop_reason = reason
@@ -199,6 +214,7 @@ class Shipper:
     # ---- the dispatcher ---------------------------------------------------------------------
     async def _serve(self, *, drain: bool) -> None:
         await self.open()
+        self._drain = drain
         self._serving = True
         self._finished.clear()
         self._started_at = self._clock()
@@ -221,10 +237,10 @@ class Shipper:
                 if self._stopping.is_set():
                     slots.release()
                     break
-                events = await self._claim(drain=drain)
+                events = await self._claim()
                 if not events:
                     slots.release()
-                    if await self._idle(drain=drain):
+                    if await self._idle():
                         break
                     continue
                 task = asyncio.create_task(self._ship_batch(events))
@@ -233,10 +249,10 @@ class Shipper:
         finally:
             await self._finish()
 
-    async def _claim(self, *, drain: bool) -> list[ClaimedEvent]:
+    async def _claim(self) -> list[ClaimedEvent]:
         size = self.config.batch_size
         events = await self._claim_up_to(size)
-        if drain or not events or len(events) >= size or self.config.linger <= 0:
+        if self._drain or not events or len(events) >= size or self.config.linger <= 0:
             return events
         # A partial batch waits a little for company: fewer, fuller requests.
         until = self._clock() + self.config.linger
@@ -254,11 +270,11 @@ class Shipper:
             ops.claim(self.owner, limit, self.config.lease_seconds, self._clock())
         )
 
-    async def _idle(self, *, drain: bool) -> bool:
+    async def _idle(self) -> bool:
         """Wait for work. True when a drain is complete."""
         pending, leased, due = await self.spool.run(ops.outstanding(), write=False)
         self._remaining = pending + leased
-        if drain and not self._inflight and not pending and not leased:
+        if self._drain and not self._inflight and not pending and not leased:
             return True
         version = await self.spool.data_version()
         give_up_at = self._clock() + MAX_IDLE

@@ -24,6 +24,7 @@ from ._committer import GroupCommitter, Row, acquire_committer, release_committe
 from ._mapping import Refused, encode_span
 from ._model import EventKind
 from ._ratelog import RateLimitedLog
+from ._shipping import ShippingHandle, start_shipping
 from .config import SpoolConfig
 
 __all__ = ["SpoolProcessor", "SyncSpoolProcessor"]
@@ -35,13 +36,17 @@ class _SpoolWriter:
     """What both processors do: map and check spans, hand rows to the group committer, count
     what could not be spooled. Never raises for tracing trouble."""
 
-    def __init__(self, path: str | os.PathLike[str] | None, config: SpoolConfig | None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None, config: SpoolConfig | None, ship: object
+    ) -> None:
         if config is None:
             config = SpoolConfig.from_env(path)
         elif path is not None:
             config = config.with_path(path)
         self.config = config
         self._committer: GroupCommitter | None = None
+        self._ship = ship
+        self._shipping: ShippingHandle | None = None
         self._lock = threading.Lock()
         self._ratelog = RateLimitedLog(log)
 
@@ -52,6 +57,8 @@ class _SpoolWriter:
             with self._lock:
                 if self._committer is None:
                     self._committer = acquire_committer(self.config)
+                    if self._ship is not False and self._shipping is None:
+                        self._shipping = self._start_shipping()
                 committer = self._committer
         return committer
 
@@ -80,11 +87,23 @@ class _SpoolWriter:
     def dropped(self, rows: list[Row], exc: BaseException) -> None:
         self.count("dropped:spool_error", f"spool: dropped span event(s): {exc}", len(rows))
 
+    def _start_shipping(self) -> ShippingHandle | None:
+        try:
+            return start_shipping(self.config, None if self._ship is True else self._ship)
+        except Exception as exc:
+            # Shipping is a convenience: events stay spooled for `spool-ship run` or `drain`.
+            log.error("spool: cannot ship in-process, events stay in the spool: %s", exc)
+            return None
+
     def close(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         with self._lock:
             committer, self._committer = self._committer, None
+            shipping, self._shipping = self._shipping, None
         if committer is not None:
             release_committer(committer, timeout)
+        if shipping is not None:
+            shipping.release(max(0.0, deadline - time.monotonic()))
 
 
 class SpoolProcessor:
@@ -95,9 +114,13 @@ class SpoolProcessor:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, config: SpoolConfig | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        config: SpoolConfig | None = None,
+        ship: object = False,
     ) -> None:
-        self._writer = _SpoolWriter(path, config)
+        self._writer = _SpoolWriter(path, config, ship)
 
     @property
     def config(self) -> SpoolConfig:
@@ -137,9 +160,13 @@ class SyncSpoolProcessor:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, config: SpoolConfig | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        config: SpoolConfig | None = None,
+        ship: object = False,
     ) -> None:
-        self._writer = _SpoolWriter(path, config)
+        self._writer = _SpoolWriter(path, config, ship)
 
     @property
     def config(self) -> SpoolConfig:
