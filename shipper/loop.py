@@ -73,11 +73,13 @@ class Shipper:
         clock: Clock = time.time,
         sleep: Sleep | None = None,
         owner: str | None = None,
+        create: bool = True,
     ) -> None:
         self.spool_config = spool if isinstance(spool, SpoolConfig) else SpoolConfig.from_env(spool)
         self.config = config if config is not None else ShipperConfig.from_env()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._uploader = uploader
+        self._create = create
         self._clock = clock
         self._sleep: Sleep = sleep if sleep is not None else self._interruptible_sleep
         self._backoff = wait_exponential_jitter(
@@ -119,10 +121,14 @@ class Shipper:
 
     async def open(self) -> None:
         """Open the spool (and the SDK client); raises ``SpoolError``/``ShipperConfigError``."""
-        if self._uploader is None:
-            self._uploader = SGPUploader(self.config)
         if self._spool is None:
-            self._spool = await AsyncSpool.open(self.spool_config, create=True)
+            self._spool = await AsyncSpool.open(self.spool_config, create=self._create)
+        if self._uploader is None:
+            try:
+                self._uploader = SGPUploader(self.config)
+            except BaseException:
+                await self.aclose()
+                raise
 
     async def aclose(self) -> None:
         if self._serving:
@@ -139,8 +145,9 @@ class Shipper:
             raise RuntimeError("the shipper is not open: use 'async with Shipper(...)'")
         return self._spool
 
-    async def run(self) -> None:
+    async def run(self, progress: Callable[[Progress], None] | None = None) -> None:
         """Ship forever, until :meth:`stop` (or a signal handler that calls it)."""
+        self._progress = progress
         await self._serve(drain=False)
 
     async def drain(
