@@ -18,6 +18,9 @@ variable                            option              default
 ``SPOOL_SHIP_BACKOFF_MAX``          ``backoff_max``     20 s
 ``SPOOL_SHIP_RETRY_AFTER_CAP``      ``retry_after_cap`` 300 s
 ``SPOOL_SHIP_MAX_AGE``              ``max_age``         604800 s (7 days)
+``SPOOL_SHIP_PRUNE_INTERVAL``       ``prune_interval``  60 s
+``SPOOL_SHIP_CHECKPOINT_INTERVAL``  ``checkpoint_interval``  30 s
+``SPOOL_SHIP_POLL_INTERVAL``        ``poll_interval``   0.25 s
 ==================================  ==================  =======================
 """
 
@@ -54,6 +57,9 @@ _TUNABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "backoff_max": ("SPOOL_SHIP_BACKOFF_MAX", float),
     "retry_after_cap": ("SPOOL_SHIP_RETRY_AFTER_CAP", float),
     "max_age": ("SPOOL_SHIP_MAX_AGE", float),
+    "prune_interval": ("SPOOL_SHIP_PRUNE_INTERVAL", float),
+    "checkpoint_interval": ("SPOOL_SHIP_CHECKPOINT_INTERVAL", float),
+    "poll_interval": ("SPOOL_SHIP_POLL_INTERVAL", float),
 }
 
 

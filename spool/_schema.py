@@ -114,8 +114,9 @@ def _create_file(path: Path) -> None:
 
 def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
-    # Reading the header first turns "not a database" into an error before any write.
-    conn.execute("PRAGMA schema_version").fetchone()
+    # Refuse a file that is not ours before the first write: switching another application's
+    # database to WAL mode would change it for good.
+    _check_identity(conn, config.path, *_identity(conn))
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise SpoolOpenError(config.path, f"cannot switch to WAL mode (journal_mode={mode})")
@@ -132,16 +133,8 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         app_id, version = _identity(conn)
-        if app_id == APPLICATION_ID:
-            if version > SCHEMA_VERSION:
-                raise NewerSchemaError(
-                    path,
-                    f"spool schema version {version} is newer than this spool-ship "
-                    f"understands ({SCHEMA_VERSION}); upgrade spool-ship",
-                )
-        elif app_id != 0 or _has_tables(conn):
-            raise NotASpoolError(path, "is an SQLite database but not a spool-ship spool")
-        else:
+        _check_identity(conn, path, app_id, version)
+        if app_id != APPLICATION_ID:
             for statement in SCHEMA_V1.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -152,6 +145,19 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _check_identity(conn: sqlite3.Connection, path: Path, app_id: int, version: int) -> None:
+    """Raise unless the file is a spool this code can read, or an empty database."""
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise NewerSchemaError(
+                path,
+                f"spool schema version {version} is newer than this spool-ship "
+                f"understands ({SCHEMA_VERSION}); upgrade spool-ship",
+            )
+    elif app_id != 0 or _has_tables(conn):
+        raise NotASpoolError(path, "is an SQLite database but not a spool-ship spool")
 
 
 def _identity(conn: sqlite3.Connection) -> tuple[int, int]:
