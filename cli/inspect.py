@@ -1,0 +1,351 @@
+"""Inspection commands: ``status``, ``stuck``, ``show``, ``export``. They only read the spool
+and never create one."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from spool import EventRecord, EventState, ops
+
+from ._errors import CommandError
+from ._options import (
+    BusyTimeoutOption,
+    JsonOption,
+    SpoolOption,
+    duration_option,
+    find_events,
+    format_duration,
+    open_spool,
+    spool_config,
+)
+from ._render import (
+    decode_payload,
+    human_age,
+    human_bytes,
+    pairs,
+    prometheus_text,
+    record_dict,
+    status_dict,
+    when,
+    write_atomic,
+)
+
+__all__ = ["Format", "StuckState", "export", "show", "status", "stuck", "stuck_reasons"]
+
+
+class Format(enum.StrEnum):
+    """How ``status`` writes what it found."""
+
+    TABLE = "table"
+    JSON = "json"
+    PROMETHEUS = "prometheus"
+
+
+class StuckState(enum.StrEnum):
+    """The states ``stuck`` can look in (done events are never stuck)."""
+
+    DEAD = "dead"
+    PENDING = "pending"
+    LEASED = "leased"
+
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE (atomically: a temporary file, then a rename) instead of stdout.",
+        show_default=False,
+    ),
+]
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+def status(
+    spool: SpoolOption = None,
+    as_json: JsonOption = False,
+    output_format: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            help="table (default), json (same as --json), or prometheus (textfile collector).",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOption = None,
+    busy_timeout: BusyTimeoutOption = None,
+) -> None:
+    """Counts by state, oldest pending, size, last error, blocked reason."""
+    if as_json and output_format not in (None, Format.JSON):
+        raise typer.BadParameter(
+            "--json and --format {output_format} disagree", param_hint="--json"
+        )
+    chosen = Format.JSON if as_json else (output_format or Format.TABLE)
+    config = spool_config(spool, busy_timeout)
+    with open_spool(config) as opened:
+        stats = opened.stats()
+    facts = status_dict(stats, config.path, time.time())
+    if chosen is Format.JSON:
+        text = json.dumps(facts, indent=2) + "\n"
+    elif chosen is Format.PROMETHEUS:
+        text = prometheus_text(facts)
+    else:
+        text = ""
+    if output is not None:
+        if chosen is Format.TABLE:
+            raise typer.BadParameter("--output needs --json or --format", param_hint="--output")
+        _write_file(output, [text], mode=0o644)
+    elif text:
+        sys.stdout.write(text)
+    else:
+        _print_status(facts)
+
+
+def _print_status(facts: dict[str, Any]) -> None:
+    now = facts["generated_at"]
+    rows = [
+        ("spool", facts["path"]),
+        (
+            "size",
+            f"{human_bytes(facts['total_bytes'])} (file {human_bytes(facts['file_bytes'])}, "
+            f"WAL {human_bytes(facts['wal_bytes'])})",
+        ),
+    ]
+    rows += [(state, str(facts[state])) for state in ("pending", "leased", "done", "dead")]
+    rows += [
+        ("superseded", f"{facts['superseded']} (starts not sent: their end carries the span)"),
+        ("dropped", _by_reason(facts["dropped"], facts["dropped_by_reason"])),
+        ("refused", _by_reason(facts["refused"], facts["refused_by_reason"])),
+        ("oldest pending", when(facts["oldest_pending_at"], now, none="none")),
+        ("last success", when(facts["last_success_at"], now, none="never")),
+        (
+            "last error",
+            "none"
+            if facts["last_error"] is None
+            else f"{when(facts['last_error_at'], now, none='?')}: {facts['last_error']}",
+        ),
+        ("blocked", f"yes: {facts['blocked_reason']}" if facts["blocked"] else "no"),
+    ]
+    sys.stdout.write(pairs(rows))
+
+
+def _by_reason(total: int, by_reason: dict[str, int]) -> str:
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{r}: {n}" for r, n in by_reason.items()) + ")"
+
+
+# ---- stuck ---------------------------------------------------------------------------------
+
+
+def stuck_reasons(
+    record: EventRecord, min_attempts: int, pending_before: float, now: float
+) -> list[str]:
+    """Why ``record`` needs an operator's eye (empty: it does not). The same test as
+    :func:`spool.ops.stuck`."""
+    why = []
+    if record.state is EventState.DEAD:
+        why.append("dead")
+    if record.state in (EventState.PENDING, EventState.LEASED) and record.attempts >= min_attempts:
+        why.append("retried")
+    if record.state is EventState.PENDING and record.enqueued_at < pending_before:
+        why.append("old")
+    if (
+        record.state is EventState.LEASED
+        and record.lease_expires_at is not None
+        and record.lease_expires_at <= now
+    ):
+        why.append("lease_expired")
+    return why
+
+
+def stuck(
+    spool: SpoolOption = None,
+    as_json: JsonOption = False,
+    min_attempts: Annotated[
+        int,
+        typer.Option("--min-attempts", min=1, metavar="N", help="Retried at least N times."),
+    ] = 3,
+    older_than: Annotated[
+        float,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            parser=duration_option,
+            help="Pending for longer than this (90s, 15m, 2h, 7d, or seconds).",
+            show_default="1h",
+        ),
+    ] = 3600.0,
+    states: Annotated[
+        list[StuckState] | None,
+        typer.Option("--state", help="Only these states (repeat the option). Default: all three."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="At most N events.")
+    ] = 100,
+    busy_timeout: BusyTimeoutOption = None,
+) -> None:
+    """Dead, retried, long-pending or lease-expired events, with why."""
+    config = spool_config(spool, busy_timeout)
+    now = time.time()
+    pending_before = now - older_than
+    with open_spool(config) as opened:
+        if not states:
+            records = opened.run(
+                ops.stuck(min_attempts, pending_before, now, limit + 1), write=False
+            )
+        else:
+            wanted = [EventState(s.value) for s in dict.fromkeys(states)]
+            records = []
+            for record in opened.export(wanted):
+                if stuck_reasons(record, min_attempts, pending_before, now):
+                    records.append(record)
+                    if len(records) > limit:
+                        break
+    more = len(records) > limit
+    records = records[:limit]
+    found = [(r, stuck_reasons(r, min_attempts, pending_before, now)) for r in records]
+    if as_json:
+        rows = [record_dict(r) | {"why": why} for r, why in found]
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif not found:
+        typer.echo(
+            f"nothing stuck in {config.path} (dead, retried {min_attempts}+ times, pending over "
+            f"{format_duration(older_than)}, or past its lease)",
+            err=True,
+        )
+    else:
+        _print_stuck(found, now, older_than)
+    if more:
+        typer.echo(f"showing the first {limit} stuck events; use --limit for more", err=True)
+
+
+def _why_text(record: EventRecord, why: Sequence[str], now: float, older_than: float) -> str:
+    words = {
+        "dead": "dead-lettered",
+        "retried": f"{record.attempts} attempts",
+        "old": f"pending {human_age(now - record.enqueued_at)} "
+        f"(over {format_duration(older_than)})",
+        "lease_expired": f"lease expired {human_age(now - (record.lease_expires_at or now))} ago",
+    }
+    return ", ".join(words[w] for w in why)
+
+
+def _print_stuck(found: list[tuple[EventRecord, list[str]]], now: float, older_than: float) -> None:
+    for record, why in found:
+        sys.stdout.write(
+            f"seq {record.seq}: {record.state.value} {record.kind.value} of span "
+            f"{record.span_id} (trace {record.trace_id}), {record.attempts} attempt(s), "
+            f"enqueued {human_age(now - record.enqueued_at)} ago\n"
+            f"  why         {_why_text(record, why, now, older_than)}\n"
+            f"  last error  {record.last_error or '-'}\n"
+        )
+
+
+# ---- show ----------------------------------------------------------------------------------
+
+
+def show(
+    ident: Annotated[str, typer.Argument(metavar="ID", help="A seq number or a span id.")],
+    spool: SpoolOption = None,
+    as_json: JsonOption = False,
+    busy_timeout: BusyTimeoutOption = None,
+) -> None:
+    """One event in full (by seq or span id), payload included."""
+    config = spool_config(spool, busy_timeout)
+    with open_spool(config) as opened:
+        records = find_events(opened, ident)
+    if not records:
+        raise CommandError(f"{config.path}: no event with seq or span id {ident!r}")
+    if as_json:
+        rows = [record_dict(r, payload=True) for r in records]
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        return
+    now = time.time()
+    for i, record in enumerate(records):
+        payload = decode_payload(record.payload)
+        text = payload if isinstance(payload, str) else json.dumps(payload, indent=2)
+        sys.stdout.write(("\n" if i else "") + pairs(_record_rows(record, now)))
+        sys.stdout.write(f"payload:\n{text}\n")
+
+
+def _record_rows(record: EventRecord, now: float) -> list[tuple[str, str]]:
+    lease = "-"
+    if record.lease_owner is not None:
+        lease = f"{record.lease_owner} until {when(record.lease_expires_at, now)}"
+    next_attempt = "-"
+    if record.state is EventState.PENDING:
+        ready = record.next_attempt_at <= now
+        next_attempt = "now" if ready else when(record.next_attempt_at, now)
+    ended = "-"
+    if record.done_at is not None:
+        how = f", {record.outcome.value}" if record.outcome is not None else ""
+        ended = f"{when(record.done_at, now)}{how}"
+    return [
+        ("seq", str(record.seq)),
+        ("span_id", record.span_id),
+        ("trace_id", record.trace_id),
+        ("kind", record.kind.value),
+        ("state", record.state.value),
+        ("attempts", str(record.attempts)),
+        ("enqueued", when(record.enqueued_at, now)),
+        ("next attempt", next_attempt),
+        ("lease", lease),
+        ("ended", ended),
+        ("last error", record.last_error or "-"),
+        ("payload bytes", str(len(record.payload))),
+    ]
+
+
+# ---- export --------------------------------------------------------------------------------
+
+
+def export(
+    spool: SpoolOption = None,
+    states: Annotated[
+        list[EventState] | None,
+        typer.Option("--state", help="Only these states (repeat the option). Default: all."),
+    ] = None,
+    output: OutputOption = None,
+    busy_timeout: BusyTimeoutOption = None,
+) -> None:
+    """All events as JSON Lines (the stuck --json keys plus payload)."""
+    config = spool_config(spool, busy_timeout)
+    wanted = list(dict.fromkeys(states)) if states else list(EventState)
+    count = 0
+
+    def lines(records: Iterator[EventRecord]) -> Iterator[str]:
+        nonlocal count
+        for record in records:
+            count += 1
+            yield json.dumps(record_dict(record, payload=True), ensure_ascii=False) + "\n"
+
+    with open_spool(config) as opened:
+        if output is None:
+            write = sys.stdout.write
+            for line in lines(opened.export(wanted)):
+                write(line)
+            sys.stdout.flush()
+        else:
+            # Spans hold prompts and outputs: the export is as private as the spool.
+            _write_file(output, lines(opened.export(wanted)), mode=0o600)
+    where = "stdout" if output is None else str(output)
+    typer.echo(f"exported {count} event(s) from {config.path} to {where}", err=True)
+
+
+def _write_file(path: Path, chunks: Any, mode: int) -> None:
+    try:
+        write_atomic(path, chunks, mode)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None

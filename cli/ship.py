@@ -1,0 +1,237 @@
+"""The shipping commands: ``drain`` (ship the backlog, then exit) and ``run`` (a sidecar).
+
+``drain`` exits 0 when everything was delivered, 2 when nothing is pending but some events
+are dead-lettered, 1 when it stopped with events pending (timeout, credentials refused,
+endpoint unreachable, no credentials); the reason is printed. Spool trouble exits 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from shipper import DrainResult, Shipper, ShipperConfig, ShipperConfigError
+from shipper import Progress as ShipProgress
+from spool import SpoolConfig
+
+from ._errors import EXIT_FAILED, EXIT_USAGE, CommandError
+from ._options import BusyTimeoutOption, SpoolOption, duration_option, spool_config
+
+__all__ = ["configure_logging", "drain", "drain_spool", "run"]
+
+log = logging.getLogger("spool_ship.cli")
+
+# How often a drain without a terminal logs its progress, and a sidecar its counts.
+PLAIN_PROGRESS_EVERY = 5.0
+RUN_SUMMARY_EVERY = 60.0
+
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="DURATION",
+        parser=duration_option,
+        help="Give up after this long (exit 1), leaving what is left in the spool.",
+        show_default=False,
+    ),
+]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option("--batch-size", help="Events per request (1-1000). Default 50.", min=1, max=1000),
+]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option("--concurrency", help="Requests in flight at once. Default 4.", min=1),
+]
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """One greppable line per event on stderr: time, level, source, ``key=value`` counts."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("httpx", "httpcore", "aiosqlite", "scale_gp_beta"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _shipper_config(batch_size: int | None, concurrency: int | None) -> ShipperConfig:
+    try:
+        return ShipperConfig.from_env(batch_size=batch_size, concurrency=concurrency)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"configuration: {exc}", EXIT_USAGE) from None
+
+
+def drain(
+    spool: SpoolOption = None,
+    timeout: TimeoutOption = None,
+    batch_size: BatchSizeOption = None,
+    concurrency: ConcurrencyOption = None,
+    busy_timeout: BusyTimeoutOption = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="A progress bar (default on a terminal); else a log line every 5s.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Ship until nothing is pending, then exit: 0 all delivered, 2 some dead, 1 pending left."""
+    config = spool_config(spool, busy_timeout)
+    shipper_config = _shipper_config(batch_size, concurrency)
+    console = Console(stderr=True)
+    bar = console.is_terminal if progress is None else progress
+    if not bar:
+        configure_logging()
+    result = drain_spool(config, shipper_config, timeout, console if bar else None)
+    message = f"drain: {result.describe()}"
+    console.print(message, highlight=False, soft_wrap=True) if bar else log.info(message)
+    raise typer.Exit(result.exit_code)
+
+
+def drain_spool(
+    config: SpoolConfig,
+    shipper_config: ShipperConfig,
+    timeout: float | None,
+    console: Console | None,
+) -> DrainResult:
+    """Drain ``config.path`` (an existing spool) with a progress bar on ``console``, or with
+    periodic log lines when it is None."""
+
+    async def go() -> DrainResult:
+        shipper = Shipper(config, shipper_config, create=False)
+        try:
+            await shipper.open()
+        except ShipperConfigError as exc:
+            raise CommandError(str(exc), EXIT_FAILED) from None
+        try:
+            if console is None:
+                return await shipper.drain(timeout, _log_progress())
+            with _progress_bar(console) as (bar, task):
+                return await shipper.drain(timeout, _bar_progress(bar, task))
+        finally:
+            await shipper.aclose()
+
+    return asyncio.run(go())
+
+
+def _progress_bar(console: Console) -> _BarContext:
+    bar = Progress(
+        TextColumn("[bold]shipping[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.0f} ev/s"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    return _BarContext(bar)
+
+
+class _BarContext:
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+
+    def __enter__(self) -> tuple[Progress, TaskID]:
+        self.bar.__enter__()
+        return self.bar, self.bar.add_task("shipping", total=None, rate=0.0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def _bar_progress(bar: Progress, task: TaskID) -> Callable[[ShipProgress], None]:
+    def update(p: ShipProgress) -> None:
+        bar.update(task, completed=p.shipped, total=p.shipped + p.remaining, rate=p.rate)
+
+    return update
+
+
+def _log_progress(every: float = PLAIN_PROGRESS_EVERY) -> Callable[[ShipProgress], None]:
+    next_at = time.monotonic() + every
+
+    def report(p: ShipProgress) -> None:
+        nonlocal next_at
+        now = time.monotonic()
+        if now < next_at:
+            return
+        next_at = now + every
+        eta = f"{p.eta:.0f}s" if p.eta is not None else "unknown"
+        log.info(
+            "progress shipped=%d remaining=%d rate_per_s=%.0f eta=%s",
+            p.shipped, p.remaining, p.rate, eta,
+        )  # fmt: skip
+
+    return report
+
+
+def run(
+    spool: SpoolOption = None,
+    batch_size: BatchSizeOption = None,
+    concurrency: ConcurrencyOption = None,
+    busy_timeout: BusyTimeoutOption = None,
+    stop_timeout: Annotated[
+        float,
+        typer.Option(
+            "--stop-timeout",
+            metavar="DURATION",
+            parser=duration_option,
+            help="On SIGTERM/SIGINT, finish or release in-flight batches within this long.",
+        ),
+    ] = 10.0,
+    create: Annotated[
+        bool,
+        typer.Option("--create", help="Create the spool if it does not exist yet."),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
+) -> None:
+    """Ship forever (sidecar or daemon); SIGTERM or SIGINT stops it gracefully."""
+    config = spool_config(spool, busy_timeout)
+    shipper_config = _shipper_config(batch_size, concurrency)
+    configure_logging(verbose)
+
+    async def go() -> None:
+        shipper = Shipper(config, shipper_config, create=create)
+        try:
+            await shipper.open()
+        except ShipperConfigError as exc:
+            raise CommandError(str(exc), EXIT_FAILED) from None
+        loop = asyncio.get_running_loop()
+        stopping: list[asyncio.Task[None]] = []
+
+        def on_signal(signum: int) -> None:
+            if not stopping:
+                log.info(
+                    "signal=%s stopping timeout_s=%g", signal.Signals(signum).name, stop_timeout
+                )
+                stopping.append(asyncio.create_task(shipper.stop(stop_timeout)))
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            await shipper.run(_log_progress(RUN_SUMMARY_EVERY))
+            if stopping:
+                await stopping[0]
+        finally:
+            await shipper.aclose()
+
+    asyncio.run(go())
