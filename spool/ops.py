@@ -121,6 +121,7 @@ _SET_META = (
 )
 
 _CHANGES = Query("SELECT changes()")
+_TOTAL_CHANGES = Query("SELECT total_changes()")
 
 
 def _seqs(seqs: Iterable[int]) -> str:
@@ -159,8 +160,9 @@ def ack(seqs: Sequence[int], now: float) -> Tx[int]:
         (now, _seqs(seqs)),
     )
     acked = int((yield _CHANGES)[0][0])
-    yield Query(_SET_META, [(MetaKey.LAST_SUCCESS_AT.value, repr(now))], many=True)
-    yield Query("DELETE FROM meta WHERE key = ?", (MetaKey.BLOCKED.value,))
+    if acked:
+        yield Query(_SET_META, [(MetaKey.LAST_SUCCESS_AT.value, repr(now))], many=True)
+        yield Query("DELETE FROM meta WHERE key = ?", (MetaKey.BLOCKED.value,))
     return acked
 
 
@@ -242,6 +244,7 @@ def outstanding() -> Tx[tuple[int, int, float | None]]:
 
 def dead_letter(reasons: Mapping[int, str], now: float) -> Tx[int]:
     """Move events that the endpoint refused for good to ``dead``, each with its reason."""
+    before = int((yield _TOTAL_CHANGES)[0][0])
     yield Query(
         f"UPDATE events SET state = '{_X}', last_error = ?, done_at = ?, "
         f"lease_owner = NULL, lease_expires_at = NULL "
@@ -249,7 +252,7 @@ def dead_letter(reasons: Mapping[int, str], now: float) -> Tx[int]:
         [(reason, now, seq) for seq, reason in reasons.items()],
         many=True,
     )
-    return len(reasons)
+    return int((yield _TOTAL_CHANGES)[0][0]) - before
 
 
 def retry_dead(seqs: Sequence[int] | None) -> Tx[int]:
@@ -346,7 +349,9 @@ def stuck(
 
 def find(ident: str) -> Tx[list[EventRecord]]:
     """Events by seq (a number) or by span id."""
-    seq = int(ident) if ident.isdigit() else -1
+    # Only ASCII digits that fit SQLite's 64-bit integer can be a seq; anything else is a
+    # span id ("²" is a digit to str.isdigit, and 20 digits overflow).
+    seq = int(ident) if ident.isascii() and ident.isdigit() and len(ident) < 19 else -1
     rows = yield Query(
         f"SELECT {_RECORD_COLUMNS} FROM events WHERE seq = ? OR span_id = ? ORDER BY seq",
         (seq, ident),
