@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -42,6 +44,8 @@ Clock = Callable[[], float]
 # In drain, a batch that fails this many attempts in a row ends the drain (about a minute of
 # backoff with the defaults): the endpoint is unreachable, or the credentials are refused.
 DRAIN_PATIENCE = 8
+# What a drain that reached its timeout still gives in-flight requests before releasing them.
+DEADLINE_GRACE = 0.5
 # How long an idle shipper goes without claiming, so expired leases of a dead shipper and
 # events whose backoff ended are picked up even when nothing else changes.
 MAX_IDLE = 5.0
@@ -54,7 +58,14 @@ class _Batch:
 
     events: list[ClaimedEvent]
     attempts: int = 0
+    # Failed attempts already written to the spool (before each backoff wait).
+    persisted: int = 0
     verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def prior_attempts(self) -> int:
+        """Attempts made before this shipper claimed the events (a restart resumes there)."""
+        return min((e.attempts for e in self.events), default=0)
 
     @property
     def seqs(self) -> list[int]:
@@ -83,7 +94,7 @@ class Shipper:
         self._clock = clock
         self._sleep: Sleep = sleep if sleep is not None else self._interruptible_sleep
         self._backoff = wait_exponential_jitter(
-            initial=self.config.backoff_initial,
+            multiplier=self.config.backoff_initial,
             max=self.config.backoff_max,
             jitter=self.config.backoff_initial,
         )
@@ -212,6 +223,8 @@ class Shipper:
 
     async def _deadline(self, timeout: float) -> None:
         await asyncio.sleep(timeout)
+        # Past the deadline, in-flight requests get only a moment before they are released.
+        self._stop_timeout = min(self._stop_timeout, DEADLINE_GRACE)
         blocked = self._blocked
         if blocked is not None:
             self._request_stop(StopReason.AUTH, blocked.describe())
@@ -240,30 +253,66 @@ class Shipper:
             while not self._stopping.is_set():
                 await self._housekeeping()
                 await self._unpaused.wait()
-                await slots.acquire()
-                if self._stopping.is_set():
-                    slots.release()
+                if not await self._acquire(slots):
                     break
-                events = await self._claim()
-                if not events:
+                # One claim fills every slot that is free: the spool's round trip (a thread
+                # hand-off) is paid once for several batches, not once per request.
+                free = 1
+                while not slots.locked():
+                    await slots.acquire()
+                    free += 1
+                size = self.config.batch_size
+                events = await self._claim_up_to(size * free)
+                batches = [events[i : i + size] for i in range(0, len(events), size)]
+                for _ in range(free - len(batches)):
                     slots.release()
+                if not batches:
                     if await self._idle():
                         break
                     continue
-                task = asyncio.create_task(self._ship_batch(events))
-                self._inflight.add(task)
-                task.add_done_callback(lambda t: self._batch_done(t, slots))
+                partial = batches.pop() if len(batches[-1]) < size else None
+                for batch in batches:
+                    self._start_batch(batch, slots)
+                if partial is not None:
+                    self._start_batch(await self._fill(partial), slots)
         finally:
             await self._finish()
 
-    async def _claim(self) -> list[ClaimedEvent]:
+    async def _acquire(self, slots: asyncio.Semaphore) -> bool:
+        """Take a free slot, or give up as soon as the shipper is stopping (every slot may be
+        held by a request to a hung endpoint)."""
+        if not slots.locked():
+            await slots.acquire()
+            return not self._release_if_stopping(slots)
+        acquire = asyncio.ensure_future(slots.acquire())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+            return False
+        return not self._release_if_stopping(slots)
+
+    def _release_if_stopping(self, slots: asyncio.Semaphore) -> bool:
+        if self._stopping.is_set():
+            slots.release()
+            return True
+        return False
+
+    def _start_batch(self, events: list[ClaimedEvent], slots: asyncio.Semaphore) -> None:
+        task = asyncio.create_task(self._ship_batch(events))
+        self._inflight.add(task)
+        task.add_done_callback(lambda t: self._batch_done(t, slots))
+
+    async def _fill(self, events: list[ClaimedEvent]) -> list[ClaimedEvent]:
         size = self.config.batch_size
-        events = await self._claim_up_to(size)
-        if self._drain or not events or len(events) >= size or self.config.linger <= 0:
+        if self._drain or self.config.linger <= 0:
             return events
         # A partial batch waits a little for company: fewer, fuller requests.
         until = self._clock() + self.config.linger
-        while len(events) < size and not self._stopping.is_set():
+        while len(events) < size and not (self._stopping.is_set() or self._drain):
             left = until - self._clock()
             if left <= 0:
                 break
@@ -285,11 +334,13 @@ class Shipper:
             return True
         version = await self.spool.data_version()
         give_up_at = self._clock() + MAX_IDLE
+        # A due time already past belongs to events held back for a reason other than backoff
+        # (an end whose start is in flight): a finishing batch wakes us for those, not a timer.
+        if due is None or not pending or due <= self._clock():
+            due = math.inf
         while not self._stopping.is_set():
             now = self._clock()
-            timeout = min(self.config.poll_interval, give_up_at - now)
-            if due is not None and pending:
-                timeout = min(timeout, due - now)
+            timeout = min(self.config.poll_interval, give_up_at - now, due - now)
             if timeout <= 0 or await self._wait(self._wakeup, timeout):
                 return False
             if await self.spool.data_version() != version:
@@ -345,7 +396,12 @@ class Shipper:
             await self._release(events)
             raise
 
-    async def _deliver(self, batch: _Batch) -> None:
+    async def _deliver(self, batch: _Batch, claimed: list[int] | None = None) -> None:
+        if claimed is not None:
+            # Bisection sends request after request for one claim: keep all of it leased
+            # (acked and dead events are no longer leased; renewing skips them).
+            expires = self._clock() + self.config.lease_seconds
+            await self.spool.run(ops.renew(claimed, self.owner, expires))
         verdict = await self._upload_with_retries(batch)
         if not batch.events:
             return
@@ -356,16 +412,27 @@ class Shipper:
                 await self._dead_letter(batch.events, verdict)
             else:
                 middle = len(batch.events) // 2
-                await self._deliver(_Batch(batch.events[:middle]))
-                await self._deliver(_Batch(batch.events[middle:]))
-        else:  # the run of retries ended (stop, deadline, patience): leave them for later
+                claimed = claimed or batch.seqs
+                await self._deliver(_Batch(batch.events[:middle]), claimed)
+                await self._deliver(_Batch(batch.events[middle:]), claimed)
+        elif verdict.action is Action.RETRY and batch.attempts > batch.persisted:
+            # The run ended (patience, deadline) right after a failed request: count it.
+            await self.spool.run(
+                ops.fail(
+                    batch.seqs,
+                    self.owner,
+                    self._clock() + self._next_backoff(batch),
+                    verdict.describe(),
+                )
+            )
+        else:  # stopped during a wait, or paused: hand them back as they are
             await self._release(batch.events)
 
     async def _upload_with_retries(self, batch: _Batch) -> Verdict:
         retrying = AsyncRetrying(
             sleep=self._sleep,
             stop=self._should_stop,
-            wait=self._wait_time,
+            wait=functools.partial(self._wait_time, batch=batch),
             retry=retry_if_result(_is_retryable),
             before_sleep=functools.partial(self._after_failure, batch=batch),
             retry_error_callback=_last_verdict,
@@ -406,8 +473,14 @@ class Shipper:
             return True
         return False
 
-    def _wait_time(self, state: RetryCallState) -> float:
-        backoff = self._backoff(state)
+    def _next_backoff(self, batch: _Batch) -> float:
+        attempts = batch.prior_attempts + batch.attempts
+        return float(min(self.config.backoff_max, self.config.backoff_initial * 2**attempts))
+
+    def _wait_time(self, state: RetryCallState, batch: _Batch) -> float:
+        resumed = copy.copy(state)
+        resumed.attempt_number = state.attempt_number + batch.prior_attempts
+        backoff = self._backoff(resumed)
         retry_after = _last_verdict(state).retry_after
         if retry_after is None:
             return backoff
@@ -446,6 +519,7 @@ class Shipper:
                     now=now,
                 )
             )
+            batch.persisted = batch.attempts
             log.info(
                 "retry n=%d attempt=%d wait_s=%.2f %s",
                 len(batch.events), state.attempt_number, wait, verdict.describe(),

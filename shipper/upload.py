@@ -7,7 +7,8 @@ tests and users may pass any object with the :class:`Uploader` shape instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 import scale_gp_beta
@@ -18,6 +19,15 @@ from .config import ENV_ACCOUNT_ID, ENV_API_KEY, ShipperConfig
 __all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body"]
 
 BATCH_PATH = "/v5/spans/batch"
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The parts of the SDK's batch request that are the same for every batch."""
+
+    url: httpx.URL
+    headers: list[tuple[bytes, bytes]]
+    extensions: dict[str, Any]
 
 
 def batch_body(payloads: Sequence[bytes]) -> bytes:
@@ -52,6 +62,7 @@ class SGPUploader:
                 config.request_timeout, connect=min(10.0, config.request_timeout)
             ),
             limits=httpx.Limits(max_connections=config.concurrency + 2),
+            event_hooks={"request": [self._keep_template]},
         )
         try:
             self._client = scale_gp_beta.AsyncSGPClient(
@@ -65,18 +76,47 @@ class SGPUploader:
         except scale_gp_beta.SGPClientError as exc:
             raise ShipperConfigError(f"cannot ship: {exc}") from exc
         self._options: dict[str, object] = {"headers": {"Content-Type": "application/json"}}
+        self._template: _Template | None = None
 
     @property
     def base_url(self) -> str:
         return str(self._client.base_url)
 
     async def upload(self, body: bytes) -> None:
-        await self._client.put(
-            BATCH_PATH,
-            cast_to=httpx.Response,
+        template = self._template
+        if template is None:
+            await self._client.put(
+                BATCH_PATH,
+                cast_to=httpx.Response,
+                content=body,
+                options=self._options,  # type: ignore[arg-type]
+            )
+            return
+        # What the SDK's request path does with retries off, minus the per-call work of
+        # building options and headers that come out the same every time.
+        request = self._http.build_request(
+            "PUT",
+            template.url,
             content=body,
-            options=self._options,  # type: ignore[arg-type]
+            headers=template.headers,
+            extensions=template.extensions,
         )
+        try:
+            response = await self._http.send(request)
+        except httpx.TimeoutException as exc:
+            raise scale_gp_beta.APITimeoutError(request=request) from exc
+        except Exception as exc:
+            raise scale_gp_beta.APIConnectionError(request=request) from exc
+        if not response.is_success:
+            raise self._client._make_status_error_from_response(response) from None
+
+    async def _keep_template(self, request: httpx.Request) -> None:
+        """Keep the first request the SDK sends: every later one differs only in its body. Not
+        when the SDK sends a per-request idempotency key: then every request takes its path."""
+        if self._template is None and self._client._idempotency_header is None:
+            headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+            self._template = _Template(request.url, headers, dict(request.extensions))
+            self._http.event_hooks = {"request": [], "response": []}
 
     async def aclose(self) -> None:
         await self._client.close()

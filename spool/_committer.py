@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
 
 from ._errors import SpoolError
 from ._ratelog import RateLimitedLog
@@ -31,7 +33,15 @@ log = logging.getLogger("spool")
 Row = tuple[str, str, str, bytes, float]
 """(span_id, trace_id, kind, payload, enqueued_at)"""
 
-_INSERT = "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) VALUES (?,?,?,?,?)"
+_INSERT = "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) VALUES "
+# Rows go in with multi-row INSERTs of power-of-two sizes up to this many rows: one statement
+# step (and one release of the GIL) per chunk rather than per row, and at most nine distinct
+# statements for the statement cache.
+_INSERT_CHUNK = 256
+_INSERTS = {
+    1 << k: _INSERT + ",".join(["(?,?,?,?,?)"] * (1 << k))
+    for k in range(_INSERT_CHUNK.bit_length())
+}
 _ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
@@ -50,6 +60,9 @@ class _Batch:
     futures: list[tuple[int, asyncio.Future[bool]]]
     results: list[bool]
     done: threading.Event
+    # The loop of the first future, and whether any other future is on another loop.
+    loop: asyncio.AbstractEventLoop | None = None
+    many_loops: bool = False
 
     @classmethod
     def empty(cls) -> _Batch:
@@ -61,7 +74,10 @@ class GroupCommitter:
 
     def __init__(self, config: SpoolConfig) -> None:
         self.config = config
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # True while the writer waits for work: only then does an append need to notify it.
+        self._idle = False
         self._batch = _Batch.empty()
         self._counts: dict[str, int] = {}
         # Counters that could not be written (broken spool); written with the next commit.
@@ -82,7 +98,7 @@ class GroupCommitter:
     def _enqueue(
         self, rows: Sequence[Row], future: asyncio.Future[bool] | None = None
     ) -> tuple[_Batch, int]:
-        with self._cond:
+        with self._lock:
             if self._closing:
                 raise SpoolError(self.config.path, "the spool writer is closed")
             batch = self._batch
@@ -93,7 +109,13 @@ class GroupCommitter:
                 # Registered while the batch is still open: the writer takes the batch, and
                 # with it every future, under this same lock.
                 batch.futures.append((index, future))
-            self._cond.notify()
+                loop = future.get_loop()
+                if batch.loop is None:
+                    batch.loop = loop
+                elif loop is not batch.loop:
+                    batch.many_loops = True
+            if self._idle:
+                self._cond.notify()
             return batch, index
 
     def append(self, rows: Sequence[Row]) -> bool:
@@ -104,9 +126,14 @@ class GroupCommitter:
 
     async def append_async(self, rows: Sequence[Row]) -> bool:
         """As :meth:`append`, waiting on the caller's event loop instead of blocking it."""
+        return await self.submit(rows)
+
+    def submit(self, rows: Sequence[Row]) -> asyncio.Future[bool]:
+        """Queue ``rows``; the returned future of the running loop resolves as :meth:`append`
+        returns. (What :meth:`append_async` awaits, one coroutine frame cheaper.)"""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._enqueue(rows, future)
-        return await future
+        return future
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a counter with the next commit (refused and dropped events), without waiting."""
@@ -141,7 +168,9 @@ class GroupCommitter:
         while True:
             with self._cond:
                 while not (self._batch.calls or self._counts or self._closing):
+                    self._idle = True
                     self._cond.wait()
+                    self._idle = False
                 batch, self._batch = self._batch, _Batch.empty()
                 counts, self._counts = self._counts, {}
                 closing = self._closing
@@ -174,10 +203,12 @@ class GroupCommitter:
                 self._rollback(conn)
                 self._prune_all_done(conn)
                 stored = self._write(conn, batch, counts, results)
-        except (sqlite3.Error, SpoolError) as exc:
+        except Exception as exc:
+            # Never let the writer thread die: every later append in the process would wait
+            # for it forever. Whatever went wrong, this batch is dropped and counted.
             if self._conn is not None:
                 self._rollback(self._conn)
-            error = exc if isinstance(exc, SpoolError) else translate_error(self.config.path, exc)
+            error = _as_spool_error(self.config.path, exc)
             reason = _drop_reason(error)
             results = [False] * len(batch.calls)
             stored = 0
@@ -192,15 +223,24 @@ class GroupCommitter:
         self._wake(batch)
         if stored:
             for callback in list(self._listeners):
-                callback()
+                try:
+                    callback()
+                except Exception:
+                    log.exception("spool: an append watcher failed")
 
     def _write(
         self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
     ) -> int:
         conn.execute("BEGIN IMMEDIATE")
         rows = self._fit(conn, batch, counts, results)
-        if rows:
-            conn.executemany(_INSERT, rows)
+        conn.execute("SAVEPOINT batch")
+        _insert(conn, rows)
+        if rows and _used_bytes(conn) > self.config.max_bytes:
+            # The estimate was short (rows take whole cells and pages): redo it call by call,
+            # measuring, so that one batch cannot carry the spool past its limit.
+            conn.execute("ROLLBACK TO batch")
+            rows = self._insert_measured(conn, batch, counts, results)
+        conn.execute("RELEASE batch")
         if counts:
             conn.executemany(_ADD_COUNTER, list(counts.items()))
         conn.execute("COMMIT")
@@ -210,9 +250,9 @@ class GroupCommitter:
         self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
     ) -> list[Row]:
         """The rows that fit under ``max_bytes``, pruning done rows and applying the policy."""
-        need = sum(len(r[3]) + len(r[0]) + len(r[1]) for r in batch.rows) + _ROW_OVERHEAD * len(
-            batch.rows
-        )
+        need = sum(
+            [len(p) + len(s) + len(t) for s, t, _, p, _ in batch.rows]
+        ) + _ROW_OVERHEAD * len(batch.rows)
         room = self.config.max_bytes - _used_bytes(conn)
         if need > room:
             room += self._prune_done(conn, need - room)
@@ -241,6 +281,27 @@ class GroupCommitter:
             )
         return kept
 
+    def _insert_measured(
+        self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
+    ) -> list[Row]:
+        kept: list[Row] = []
+        start = 0
+        for i, n in enumerate(batch.calls):
+            rows = batch.rows[start : start + n]
+            start += n
+            if not results[i]:
+                continue
+            conn.execute("SAVEPOINT call")
+            _insert(conn, rows)
+            if _used_bytes(conn) > self.config.max_bytes:
+                conn.execute("ROLLBACK TO call")
+                results[i] = False
+                counts["dropped:spool_full"] = counts.get("dropped:spool_full", 0) + n
+            else:
+                kept.extend(rows)
+            conn.execute("RELEASE call")
+        return kept
+
     def _prune_done(self, conn: sqlite3.Connection, want: int) -> int:
         """Delete done rows, oldest first, until ``want`` bytes are free (or none are left)."""
         before = _used_bytes(conn)
@@ -256,14 +317,17 @@ class GroupCommitter:
 
     def _evict_pending(self, conn: sqlite3.Connection, want: int, counts: dict[str, int]) -> int:
         before = _used_bytes(conn)
+        chunk = 1  # evict no more than the new events need: start small, double
         while _used_bytes(conn) > before - want:
             cur = conn.execute(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                "WHERE state = 'pending' ORDER BY seq LIMIT 100)"
+                "WHERE state = 'pending' ORDER BY seq LIMIT ?)",
+                (chunk,),
             )
             if cur.rowcount <= 0:
                 break
             counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
+            chunk = min(2 * chunk, 1000)
         return before - _used_bytes(conn)
 
     def _prune_all_done(self, conn: sqlite3.Connection) -> None:
@@ -296,25 +360,51 @@ class GroupCommitter:
 
     @staticmethod
     def _wake(batch: _Batch) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[bool], bool]]] = {}
-        for index, future in batch.futures:
-            by_loop.setdefault(future.get_loop(), []).append((future, batch.results[index]))
-        for loop, items in by_loop.items():
+        if batch.loop is None:
+            return
+        by_loop = {batch.loop: batch.futures}
+        if batch.many_loops:
+            by_loop = {}
+            for entry in batch.futures:
+                by_loop.setdefault(entry[1].get_loop(), []).append(entry)
+        for loop, futures in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the caller's loop is already closed
-                loop.call_soon_threadsafe(_resolve, items)
+                loop.call_soon_threadsafe(_resolve, futures, batch.results)
 
 
-def _resolve(items: list[tuple[asyncio.Future[bool], bool]]) -> None:
-    for future, result in items:
+def _insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
+    """Insert ``rows`` in order, as ``executemany`` would, in few statements."""
+    start, left = 0, len(rows)
+    while left:
+        n = min(_INSERT_CHUNK, 1 << (left.bit_length() - 1))
+        conn.execute(_INSERTS[n], list(chain.from_iterable(rows[start : start + n])))
+        start += n
+        left -= n
+
+
+def _resolve(futures: list[tuple[int, asyncio.Future[bool]]], results: list[bool]) -> None:
+    for index, future in futures:
         if not future.done():
-            future.set_result(result)
+            future.set_result(results[index])
+
+
+_USED_BYTES = (
+    "SELECT (p.page_count - f.freelist_count) * s.page_size "
+    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
+)
 
 
 def _used_bytes(conn: sqlite3.Connection) -> int:
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int((pages - free) * page_size)
+    """Bytes in use: pages minus free pages, times the page size (one statement)."""
+    return int(conn.execute(_USED_BYTES).fetchone()[0])
+
+
+def _as_spool_error(path: Path, exc: Exception) -> SpoolError:
+    if isinstance(exc, SpoolError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        return translate_error(path, exc)
+    return SpoolError(path, f"unexpected error in the spool writer: {exc!r}")
 
 
 def _drop_reason(error: SpoolError) -> str:

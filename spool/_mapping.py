@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import decimal
 import enum
 import json
+import json.encoder
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 from ._model import EventKind
 
-__all__ = ["ID_FIELDS", "SPAN_TYPES", "Refused", "encode_span", "to_param"]
+__all__ = ["ID_FIELDS", "SPAN_TYPES", "NotASpan", "Refused", "encode_span", "to_param"]
 
 # scale-gp-beta's SpanType values (a test keeps this in step with the SDK; the spool does not
 # import the SDK).
@@ -36,6 +38,10 @@ SPAN_TYPES = frozenset(
 )  # fmt: skip
 ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")
 MAX_ID_BYTES = 256
+
+
+class NotASpan(TypeError):
+    """Not a span at all: a programming error in the caller, raised to it."""
 
 
 class Refused(Exception):
@@ -71,11 +77,16 @@ def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict
         try:
             param = dict(span.to_request_params())  # type: ignore[attr-defined]
         except Exception as exc:
-            raise Refused("missing_start_timestamp", f"span has no start time: {exc}") from exc
+            reason = (
+                "missing_start_timestamp"
+                if getattr(span, "start_time", 1) is None
+                else "invalid_span"
+            )
+            raise Refused(reason, f"span cannot be read: {exc}") from exc
     elif hasattr(span, "trace_id") and hasattr(span, "start_time"):
         param = _from_agentex(span)
     else:
-        raise TypeError(f"not a span: {type(span).__name__}")
+        raise NotASpan(f"not a span: {type(span).__name__}")
     if kind is EventKind.START:
         param.pop("end_timestamp", None)
     elif param.get("end_timestamp") is None:
@@ -92,7 +103,7 @@ def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict
 
 def _from_agentex(span: Any) -> dict[str, Any]:
     data = getattr(span, "data", None)
-    data_map: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
+    data_map: Mapping[str, Any] = data if type(data) is dict or isinstance(data, Mapping) else {}
     span_type = data_map.get("__span_type__")
     param: dict[str, Any] = {
         "name": span.name,
@@ -102,7 +113,9 @@ def _from_agentex(span: Any) -> dict[str, Any]:
         "input": _as_object(getattr(span, "input", None)),
         "output": _as_object(getattr(span, "output", None)),
         "metadata": _as_object(data),
-        "type": span_type if span_type in SPAN_TYPES else "STANDALONE",
+        "type": span_type
+        if isinstance(span_type, str) and span_type in SPAN_TYPES
+        else "STANDALONE",
         "status": "ERROR" if "__error__" in data_map else "SUCCESS",
     }
     parent_id = getattr(span, "parent_id", None)
@@ -114,11 +127,15 @@ def _from_agentex(span: Any) -> dict[str, Any]:
     return param
 
 
+def _is_span_type(value: object) -> bool:
+    return isinstance(value, str) and value in SPAN_TYPES
+
+
 def _as_object(value: object) -> dict[str, Any]:
     """The endpoint's ``input``/``output``/``metadata`` are objects: wrap anything else."""
     if value is None:
         return {}
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return dict(value)
     return {"value": value}
 
@@ -153,7 +170,11 @@ def _validate(param: dict[str, Any]) -> None:
             value = param[field] = str(value)
         if "\x00" in value:
             raise Refused("nul_in_id", f"span {name!r}: {field} contains a NUL byte")
-        if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        # A code point is at most 4 UTF-8 bytes: short ids need no encoding to be checked.
+        if (
+            len(value) * 4 > MAX_ID_BYTES
+            and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES
+        ):
             raise Refused(
                 "id_too_long", f"span {name!r}: {field} is over {MAX_ID_BYTES} UTF-8 bytes"
             )
@@ -168,9 +189,14 @@ def _validate(param: dict[str, Any]) -> None:
 
 def _dumps(param: dict[str, Any]) -> bytes:
     try:
-        text = json.dumps(
-            param, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_convert
-        )
+        if _encode is not None:
+            # What json.dumps(param, separators=(",", ":"), ensure_ascii=False,
+            # allow_nan=False, default=_convert) does, without building an encoder per call.
+            text = "".join(_encode(param, 0))
+        else:  # pragma: no cover - CPython always has the C encoder
+            text = json.dumps(
+                param, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_convert
+            )
         return text.encode("utf-8")
     except (ValueError, TypeError, RecursionError, UnicodeEncodeError):
         # NaN, a cycle, a non-string key or a lone surrogate: take the slow, total path.
@@ -191,7 +217,7 @@ def _convert(value: object) -> object:
         except UnicodeDecodeError:
             return "base64:" + base64.b64encode(raw).decode("ascii")
     if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
+        return sorted(value, key=_safe_repr)
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -201,8 +227,32 @@ def _convert(value: object) -> object:
         try:
             return dump(mode="json")
         except Exception:
-            return repr(value)
-    return str(value) if isinstance(value, uuid.UUID) else repr(value)
+            return _safe_repr(value)
+    if isinstance(value, uuid.UUID | decimal.Decimal):
+        return str(value)
+    return _safe_repr(value)
+
+
+def _safe_repr(value: object) -> str:
+    """``repr`` that cannot raise: a span's data must never break the agent."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+# The C encoder json.dumps builds for each call, built once. No ``markers``: a cycle is caught
+# as RecursionError instead of ValueError, and both take the same fallback in _dumps. Without
+# markers the encoder keeps no state between calls, so threads may share it.
+_encode: Callable[[object, int], list[str]] | None
+try:
+    from _json import make_encoder as _make_encoder
+except ImportError:  # pragma: no cover - not CPython
+    _encode = None
+else:
+    _encode = _make_encoder(
+        None, _convert, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
 
 
 def _sanitize(value: object, seen: set[int]) -> object:
@@ -225,4 +275,4 @@ def _sanitize(value: object, seen: set[int]) -> object:
         seen.discard(id(value))
         return items
     converted = _convert(value)
-    return _sanitize(converted, seen) if converted is not value else repr(value)
+    return _sanitize(converted, seen) if converted is not value else _safe_repr(value)

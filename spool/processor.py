@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
-from ._mapping import Refused, encode_span
+from ._mapping import NotASpan, Refused, encode_span
 from ._model import EventKind
 from ._ratelog import RateLimitedLog
 from ._shipping import ShippingHandle, start_shipping
@@ -30,6 +30,9 @@ from .config import SpoolConfig
 __all__ = ["SpoolProcessor", "SyncSpoolProcessor"]
 
 log = logging.getLogger("spool")
+
+# ``kind.value`` is a Python-level property on enums: look it up once.
+_KIND_VALUES = {kind: kind.value for kind in EventKind}
 
 
 class _SpoolWriter:
@@ -51,6 +54,11 @@ class _SpoolWriter:
         self._ratelog = RateLimitedLog(log)
 
     @property
+    def started(self) -> GroupCommitter | None:
+        """The committer once the first append has started it."""
+        return self._committer
+
+    @property
     def committer(self) -> GroupCommitter:
         committer = self._committer
         if committer is None:
@@ -66,15 +74,24 @@ class _SpoolWriter:
         """Snapshot each span as its exact JSON; refused spans are counted, not returned."""
         rows: list[Row] = []
         now = time.time()
+        value = _KIND_VALUES[kind]
+        max_bytes = self.config.max_event_bytes
         for span in spans:
             if span is None:
                 raise TypeError("expected a span, got None")
             try:
-                span_id, trace_id, payload = encode_span(span, kind, self.config.max_event_bytes)
+                span_id, trace_id, payload = encode_span(span, kind, max_bytes)
             except Refused as refused:
                 self.count(f"refused:{refused.reason}", f"spool: refused a span event: {refused}")
                 continue
-            rows.append((span_id, trace_id, kind.value, payload, now))
+            except NotASpan:
+                raise
+            except Exception as exc:
+                # Whatever else a span's own code raises (properties, __repr__, model_dump)
+                # is tracing trouble, not the agent's: count it and carry on.
+                self.count("refused:unserializable", f"spool: cannot serialize a span: {exc!r}")
+                continue
+            rows.append((span_id, trace_id, value, payload, now))
         return rows
 
     def count(self, counter: str, message: str, n: int = 1) -> None:
@@ -144,7 +161,11 @@ class SpoolProcessor:
         if not rows:
             return
         try:
-            await self._writer.committer.append_async(rows)
+            committer = self._writer.started
+            if committer is None:
+                # The first call opens the spool (and may start the shipper): off the loop.
+                committer = await asyncio.to_thread(lambda: self._writer.committer)
+            await committer.submit(rows)
         except Exception as exc:
             self._writer.dropped(rows, exc)
 

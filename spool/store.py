@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ import aiosqlite
 
 from . import ops
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
-from ._errors import SpoolClosedError, SpoolError
+from ._errors import SpoolClosedError
 from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._schema import connect, translate_error
 from .config import SpoolConfig
@@ -71,6 +72,33 @@ def watch_appends(config: SpoolConfig, callback: Callable[[], None]) -> Callable
         release_committer(committer)
 
     return unwatch
+
+
+def _run_tx(
+    conn: sqlite3.Connection,
+    tx: ops.Tx[T],
+    write: bool,
+    abandoned: threading.Event | None = None,
+) -> T:
+    """Drive one operation on ``conn`` inside ``BEGIN [IMMEDIATE]`` ... ``COMMIT``; rolled back
+    if it raises, or if ``abandoned`` is set (its caller is gone) before it commits."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        query = next(tx)
+        while True:
+            if query.many:
+                conn.executemany(query.sql, query.params)
+                rows: ops.Rows = []
+            else:
+                rows = conn.execute(query.sql, query.params).fetchall()
+            query = tx.send(rows)
+    except StopIteration as stop:
+        if abandoned is None or not abandoned.is_set():
+            conn.execute("COMMIT")
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 class _Appender:
@@ -127,24 +155,8 @@ class Spool(_Appender):
 
     def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
         """Run one operation from :mod:`spool.ops` as one transaction."""
-        conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                query = next(tx)
-                while True:
-                    if query.many:
-                        conn.executemany(query.sql, query.params)
-                        rows: ops.Rows = []
-                    else:
-                        rows = conn.execute(query.sql, query.params).fetchall()
-                    query = tx.send(rows)
-            except StopIteration as stop:
-                conn.execute("COMMIT")
-                return stop.value  # type: ignore[no-any-return]
-            finally:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            return _run_tx(self.conn, tx, write)
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
 
@@ -190,24 +202,25 @@ class Spool(_Appender):
 class AsyncSpool(_Appender):
     """A spool opened with ``aiosqlite``: for the shipper's event loop."""
 
-    def __init__(self, config: SpoolConfig, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self, config: SpoolConfig, db: aiosqlite.Connection, conn: sqlite3.Connection
+    ) -> None:
         self.config = config
         self._db: aiosqlite.Connection | None = db
-        # One connection serves every task of the loop: transactions must not interleave.
-        self._tx_lock = asyncio.Lock()
+        # The sqlite3 connection behind ``db``: used only on ``db``'s thread.
+        self._conn = conn
 
     @classmethod
     async def open(
         cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True
     ) -> AsyncSpool:
         config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
-        db = aiosqlite.Connection(lambda: connect(config, create=create), iter_chunk_size=256)
-        try:
-            await db
-        except SpoolError:
-            await db.close()
-            raise
-        return cls(config, db)
+        # Open (and check) the file first: a spool that cannot be used raises here, before an
+        # aiosqlite worker thread exists that would need stopping.
+        conn = await asyncio.to_thread(connect, config, create=create)
+        db = aiosqlite.Connection(lambda: conn, iter_chunk_size=256)
+        await db
+        return cls(config, db, conn)
 
     async def __aenter__(self) -> AsyncSpool:
         return self
@@ -226,47 +239,34 @@ class AsyncSpool(_Appender):
         return await self._writer().append_async([e.row(now) for e in events])
 
     async def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
-        async with self._tx_lock:
-            return await self._run(tx, write)
-
-    async def _run(self, tx: ops.Tx[T], write: bool) -> T:
+        # The whole transaction runs on the connection's thread in one hand-off (one wake-up of
+        # the loop rather than one per statement); that thread runs one function at a time, so
+        # transactions cannot interleave. A caller cancelled before the COMMIT rolls it back.
         db = self.db
+        abandoned = threading.Event()
         try:
-            await db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                query = next(tx)
-                while True:
-                    if query.many:
-                        await db.executemany(query.sql, query.params)
-                        rows: ops.Rows = []
-                    else:
-                        rows = [
-                            tuple(r) for r in await db.execute_fetchall(query.sql, query.params)
-                        ]
-                    query = tx.send(rows)
-            except StopIteration as stop:
-                await db.execute("COMMIT")
-                return stop.value  # type: ignore[no-any-return]
-            finally:
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
+            result: T = await db._execute(  # type: ignore[no-untyped-call]
+                _run_tx, self._conn, tx, write, abandoned
+            )
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
+        return result
 
     async def stats(self) -> SpoolStats:
         return self.with_sizes(await self.run(ops.stats(), write=False))
 
     async def data_version(self) -> int:
-        async with self._tx_lock:
-            rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
+        rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
         return int(rows[0][0])
 
     async def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise ValueError(f"unknown checkpoint mode {mode!r}")
         try:
-            async with self._tx_lock:
-                rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
+            rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
         return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
