@@ -304,31 +304,12 @@ class GroupCommitter:
 
     def _prune_done(self, conn: sqlite3.Connection, want: int) -> int:
         """Delete done rows, oldest first, until ``want`` bytes are free (or none are left)."""
-        before = _used_bytes(conn)
-        while _used_bytes(conn) > before - want:
-            cur = conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                "WHERE state = 'done' ORDER BY seq LIMIT ?)",
-                (_PRUNE_CHUNK,),
-            )
-            if cur.rowcount <= 0:
-                break
-        return before - _used_bytes(conn)
+        return _delete_oldest(conn, "done", want, first_chunk=_PRUNE_CHUNK)
 
     def _evict_pending(self, conn: sqlite3.Connection, want: int, counts: dict[str, int]) -> int:
-        before = _used_bytes(conn)
-        chunk = 1  # evict no more than the new events need: start small, double
-        while _used_bytes(conn) > before - want:
-            cur = conn.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                "WHERE state = 'pending' ORDER BY seq LIMIT ?)",
-                (chunk,),
-            )
-            if cur.rowcount <= 0:
-                break
-            counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
-            chunk = min(2 * chunk, 1000)
-        return before - _used_bytes(conn)
+        """Delete the oldest pending rows until ``want`` bytes are free, counting them."""
+        # Evict no more than the new events need: start with one row, double.
+        return _delete_oldest(conn, "pending", want, first_chunk=1, counts=counts)
 
     def _prune_all_done(self, conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -397,6 +378,32 @@ _USED_BYTES = (
 def _used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes in use: pages minus free pages, times the page size (one statement)."""
     return int(conn.execute(_USED_BYTES).fetchone()[0])
+
+
+def _delete_oldest(
+    conn: sqlite3.Connection,
+    state: str,
+    want: int,
+    *,
+    first_chunk: int,
+    counts: dict[str, int] | None = None,
+) -> int:
+    """Delete rows in ``state``, oldest first, until ``want`` bytes are free; the bytes freed.
+    With ``counts``, the deleted rows are counted as ``dropped:evicted``."""
+    before = _used_bytes(conn)
+    chunk = first_chunk
+    while _used_bytes(conn) > before - want:
+        cur = conn.execute(
+            "DELETE FROM events WHERE seq IN "
+            "(SELECT seq FROM events WHERE state = ? ORDER BY seq LIMIT ?)",
+            (state, chunk),
+        )
+        if cur.rowcount <= 0:
+            break
+        if counts is not None:
+            counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
+        chunk = min(2 * chunk, _PRUNE_CHUNK)
+    return before - _used_bytes(conn)
 
 
 def _as_spool_error(path: Path, exc: Exception) -> SpoolError:
