@@ -679,6 +679,9 @@ def _item_problem(item: object) -> tuple[int, str] | None:
             return 422, f"field required: {name}"
     if not isinstance(item["name"], str):
         return 422, "name must be a string"
+    for name in ("name", "trace_id"):
+        if item[name] == "":
+            return 422, f"{name} must not be empty"
     encoding: tuple[int, str] | None = None
     for name in ID_FIELDS:
         value = item.get(name, "")

@@ -180,6 +180,9 @@ class GroupCommitter:
                 with self._cond:
                     if self._batch.calls or self._counts:
                         continue
+                if self._unflushed:
+                    # Drops counted while the spool could not be written: a last try.
+                    self._commit(_Batch.empty(), {})
                 if self._conn is not None:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.close()
@@ -194,15 +197,17 @@ class GroupCommitter:
         stored = 0
         try:
             conn = self._connection()
+            # Each attempt counts into its own copy: a retried batch is not counted twice.
             try:
-                stored = self._write(conn, batch, counts, results)
+                stored = self._write(conn, batch, dict(counts), results)
             except sqlite3.OperationalError as exc:
                 if "full" not in str(exc).lower():
                     raise
                 # The disk (or max_page_count) is full: free what done rows hold, try once more.
                 self._rollback(conn)
                 self._prune_all_done(conn)
-                stored = self._write(conn, batch, counts, results)
+                results[:] = [False] * len(batch.calls)
+                stored = self._write(conn, batch, dict(counts), results)
         except Exception as exc:
             # Never let the writer thread die: every later append in the process would wait
             # for it forever. Whatever went wrong, this batch is dropped and counted.

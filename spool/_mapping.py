@@ -37,6 +37,7 @@ SPAN_TYPES = frozenset(
     }
 )  # fmt: skip
 ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")
+_REQUIRED = frozenset({"name", "trace_id", "start_timestamp"})
 MAX_ID_BYTES = 256
 
 
@@ -87,11 +88,14 @@ def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict
         param = _from_agentex(span)
     else:
         raise NotASpan(f"not a span: {type(span).__name__}")
+    for key in [k for k, v in param.items() if v is None and k not in _REQUIRED]:
+        del param[key]  # an optional field set to None is absent, not null, for the endpoint
     if kind is EventKind.START:
         param.pop("end_timestamp", None)
-    elif param.get("end_timestamp") is None:
-        # An end event always carries the end: stamp it now rather than lose the span.
-        param["end_timestamp"] = (now or datetime.now(UTC)).isoformat()
+    elif "end_timestamp" not in param:
+        # An end event always carries the end: stamp it now (never before the start, whose
+        # clock may run ahead of ours) rather than lose the span.
+        param["end_timestamp"] = _end_now(param.get("start_timestamp"), now)
     if not param.get("id"):
         param["id"] = str(uuid.uuid4())
     for name in ("start_timestamp", "end_timestamp"):
@@ -99,6 +103,20 @@ def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict
         if isinstance(value, datetime):
             param[name] = _iso(value)
     return param
+
+
+def _end_now(start: object, now: datetime | None) -> str:
+    stamp = now or datetime.now(UTC)
+    if isinstance(start, datetime):
+        started = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+    elif isinstance(start, str):
+        try:
+            started = _parse_time("start_timestamp", start)
+        except Refused:
+            return stamp.isoformat()  # validation refuses the bad start with its own reason
+    else:
+        return stamp.isoformat()
+    return max(stamp, started).isoformat()
 
 
 def _from_agentex(span: Any) -> dict[str, Any]:
@@ -170,11 +188,13 @@ def _validate(param: dict[str, Any]) -> None:
             value = param[field] = str(value)
         if "\x00" in value:
             raise Refused("nul_in_id", f"span {name!r}: {field} contains a NUL byte")
-        # A code point is at most 4 UTF-8 bytes: short ids need no encoding to be checked.
-        if (
-            len(value) * 4 > MAX_ID_BYTES
-            and len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES
-        ):
+        try:
+            encoded = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Refused(
+                "invalid_id", f"span {name!r}: {field} is not valid UTF-8 (a lone surrogate)"
+            ) from None
+        if len(encoded) > MAX_ID_BYTES:
             raise Refused(
                 "id_too_long", f"span {name!r}: {field} is over {MAX_ID_BYTES} UTF-8 bytes"
             )

@@ -94,6 +94,11 @@ WHERE seq IN (
 RETURNING seq
 """
 
+_SUPERSEDE_SPAN = f"""
+UPDATE events SET state = '{_D}', outcome = '{Outcome.SUPERSEDED.value}', done_at = ?
+WHERE trace_id = ? AND span_id = ? AND kind = '{_START}' AND state = '{_P}'
+"""
+
 # An end waits while its start is in flight, so the start can never arrive after it.
 _CLAIM = f"""
 UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
@@ -136,6 +141,15 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
         yield Query(_ADD_COUNTER, ("superseded", len(superseded)))
     rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, limit))
     rows.sort(key=lambda row: int(row[0]))
+    ends = [(now, row[2], row[1]) for row in rows if row[3] == _END]
+    if ends:
+        # Starts of these spans that lie beyond the window above (behind a backlog in
+        # backoff) must not outlive their end: once the end is pruned they would be claimed.
+        before = int((yield _TOTAL_CHANGES)[0][0])
+        yield Query(_SUPERSEDE_SPAN, ends, many=True)
+        late = int((yield _TOTAL_CHANGES)[0][0]) - before
+        if late:
+            yield Query(_ADD_COUNTER, ("superseded", late))
     return [
         ClaimedEvent(
             seq=row[0],
