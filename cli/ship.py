@@ -2,7 +2,9 @@
 
 ``drain`` exits 0 when everything was delivered, 2 when nothing is pending but some events
 are dead-lettered, 1 when it stopped with events pending (timeout, credentials refused,
-endpoint unreachable, no credentials); the reason is printed. Spool trouble exits 3.
+endpoint unreachable, no credentials, SIGTERM/SIGINT); the reason is printed. Spool trouble
+exits 3. Both commands stop gracefully on SIGTERM or SIGINT: in-flight batches are finished or
+handed back to the spool, never left leased.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -40,6 +43,8 @@ log = logging.getLogger("spool_ship.cli")
 # How often a drain without a terminal logs its progress, and a sidecar its counts.
 PLAIN_PROGRESS_EVERY = 5.0
 RUN_SUMMARY_EVERY = 60.0
+# What a drain interrupted by SIGTERM/SIGINT gives in-flight requests before handing them back.
+DRAIN_STOP_TIMEOUT = 3.0
 
 TimeoutOption = Annotated[
     float | None,
@@ -94,6 +99,15 @@ def drain(
             show_default=False,
         ),
     ] = None,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            "--progress-every",
+            metavar="DURATION",
+            parser=duration_option,
+            help="Without a bar: how often to log a progress line (0: after every batch).",
+        ),
+    ] = PLAIN_PROGRESS_EVERY,
 ) -> None:
     """Ship until nothing is pending, then exit: 0 all delivered, 2 some dead, 1 pending left."""
     config = spool_config(spool, busy_timeout)
@@ -102,7 +116,9 @@ def drain(
     bar = console.is_terminal if progress is None else progress
     if not bar:
         configure_logging()
-    result = drain_spool(config, shipper_config, timeout, console if bar else None)
+    result = drain_spool(
+        config, shipper_config, timeout, console if bar else None, progress_every=progress_every
+    )
     message = f"drain: {result.describe()}"
     console.print(message, highlight=False, soft_wrap=True) if bar else log.info(message)
     raise typer.Exit(result.exit_code)
@@ -113,9 +129,12 @@ def drain_spool(
     shipper_config: ShipperConfig,
     timeout: float | None,
     console: Console | None,
+    *,
+    progress_every: float = PLAIN_PROGRESS_EVERY,
 ) -> DrainResult:
     """Drain ``config.path`` (an existing spool) with a progress bar on ``console``, or with
-    periodic log lines when it is None."""
+    a log line every ``progress_every`` seconds when it is None. SIGTERM or SIGINT stops it
+    gracefully (the result says ``stopped``)."""
 
     async def go() -> DrainResult:
         shipper = Shipper(config, shipper_config, create=False)
@@ -124,14 +143,47 @@ def drain_spool(
         except ShipperConfigError as exc:
             raise CommandError(str(exc), EXIT_FAILED) from None
         try:
+            # Without this a SIGTERM (a cancelled CI job, a deleted pod) kills the drain with
+            # its batches leased for a whole lease, and prints no summary.
+            stopping = _stop_on_signals(
+                lambda: shipper.stop(DRAIN_STOP_TIMEOUT), DRAIN_STOP_TIMEOUT
+            )
             if console is None:
-                return await shipper.drain(timeout, _log_progress())
-            with _progress_bar(console) as (bar, task):
-                return await shipper.drain(timeout, _bar_progress(bar, task))
+                result = await shipper.drain(timeout, _log_progress(progress_every))
+            else:
+                with _progress_bar(console) as (bar, task):
+                    result = await shipper.drain(timeout, _bar_progress(bar, task))
+                    # The bar ends on the spool's own counts: the progress callbacks count
+                    # superseded starts as remaining, and none comes if nothing was shipped.
+                    left = result.pending + result.leased
+                    bar.update(task, completed=result.shipped, total=result.shipped + left)
+            if stopping:
+                await stopping[0]
+            return result
         finally:
             await shipper.aclose()
 
     return asyncio.run(go())
+
+
+def _stop_on_signals(
+    stop: Callable[[], Coroutine[Any, Any, None]], timeout: float
+) -> list[asyncio.Task[None]]:
+    """On the first SIGTERM or SIGINT, run ``stop()`` as a task, kept in the returned list.
+    Outside the main thread (no signals to handle there) this does nothing."""
+    stopping: list[asyncio.Task[None]] = []
+    if threading.current_thread() is not threading.main_thread():
+        return stopping
+
+    def on_signal(signum: int) -> None:
+        if not stopping:
+            log.info("signal=%s stopping timeout_s=%g", signal.Signals(signum).name, timeout)
+            stopping.append(asyncio.create_task(stop()))
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stopping
 
 
 def _progress_bar(console: Console) -> _BarContext:
@@ -166,12 +218,15 @@ def _bar_progress(bar: Progress, task: TaskID) -> Callable[[ShipProgress], None]
     return update
 
 
-def _log_progress(every: float = PLAIN_PROGRESS_EVERY) -> Callable[[ShipProgress], None]:
-    next_at = time.monotonic() + every
+def _log_progress(
+    every: float = PLAIN_PROGRESS_EVERY, clock: Callable[[], float] = time.monotonic
+) -> Callable[[ShipProgress], None]:
+    """A progress callback that logs at most one line every ``every`` seconds."""
+    next_at = clock() + every
 
     def report(p: ShipProgress) -> None:
         nonlocal next_at
-        now = time.monotonic()
+        now = clock()
         if now < next_at:
             return
         next_at = now + every
@@ -202,6 +257,14 @@ def run(
         bool,
         typer.Option("--create", help="Create the spool if it does not exist yet."),
     ] = False,
+    drain_on_stop: Annotated[
+        bool,
+        typer.Option(
+            "--drain-on-stop",
+            help="On SIGTERM/SIGINT, first ship what is pending (within --stop-timeout), then "
+            "stop: for a spool that does not outlive the container (an emptyDir).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
 ) -> None:
     """Ship forever (sidecar or daemon); SIGTERM or SIGINT stops it gracefully."""
@@ -215,18 +278,8 @@ def run(
             await shipper.open()
         except ShipperConfigError as exc:
             raise CommandError(str(exc), EXIT_FAILED) from None
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[None]] = []
-
-        def on_signal(signum: int) -> None:
-            if not stopping:
-                log.info(
-                    "signal=%s stopping timeout_s=%g", signal.Signals(signum).name, stop_timeout
-                )
-                stopping.append(asyncio.create_task(shipper.stop(stop_timeout)))
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_signal, signum)
+        stop = shipper.finish if drain_on_stop else shipper.stop
+        stopping = _stop_on_signals(lambda: stop(stop_timeout), stop_timeout)
         try:
             await shipper.run(_log_progress(RUN_SUMMARY_EVERY))
             if stopping:

@@ -74,7 +74,9 @@ def to_param(span: object, kind: EventKind, now: datetime | None = None) -> dict
     """The ``SpanCreateParam`` dict for ``span``; a start carries no ``end_timestamp``."""
     if isinstance(span, Mapping):
         param = dict(span)
-    elif callable(getattr(span, "to_request_params", None)):
+    elif callable(getattr(type(span), "to_request_params", None)):
+        # Looked up on the class: pydantic models answer an unknown instance attribute by
+        # raising from a Python __getattr__, which costs more than the rest of the check.
         try:
             param = dict(span.to_request_params())  # type: ignore[attr-defined]
         except Exception as exc:
