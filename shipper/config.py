@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 __all__ = [
@@ -71,7 +71,7 @@ class ShipperConfig:
     50
     """
 
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     account_id: str | None = None
     base_url: str | None = None
     batch_size: int = 50

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import functools
 import logging
 import math
@@ -275,6 +276,9 @@ class Shipper:
                     self._start_batch(batch, slots)
                 if partial is not None:
                     self._start_batch(await self._fill(partial), slots)
+        except Exception:
+            log.exception("shipper failed owner=%s", self.owner)
+            raise
         finally:
             await self._finish()
 
@@ -340,7 +344,10 @@ class Shipper:
             due = math.inf
         while not self._stopping.is_set():
             now = self._clock()
-            timeout = min(self.config.poll_interval, give_up_at - now, due - now)
+            housekeeping = min(self._next_prune, self._next_checkpoint)
+            timeout = min(
+                self.config.poll_interval, give_up_at - now, due - now, housekeeping - now
+            )
             if timeout <= 0 or await self._wait(self._wakeup, timeout):
                 return False
             if await self.spool.data_version() != version:
@@ -379,6 +386,7 @@ class Shipper:
             self._next_prune = now + self.config.prune_interval
             cutoff = now - self.spool_config.retention
             pruned = await self.spool.run(ops.prune_done(cutoff, PRUNE_CHUNK))
+            log.debug("prune cutoff=%.3f pruned=%d", cutoff, pruned)
             if pruned:
                 log.info("pruned done=%d", pruned)
         if now >= self._next_checkpoint:
@@ -453,7 +461,7 @@ class Shipper:
             await self._uploader.upload(batch_body([e.payload for e in batch.events]))
             verdict = ACKED
         except Exception as exc:
-            verdict = classify(exc, self._clock())
+            verdict = self._redacted(classify(exc, self._clock()))
         batch.verdicts.append(verdict)
         if verdict.action is not Action.ACK:
             log.info(
@@ -461,6 +469,14 @@ class Shipper:
                 len(batch.events), batch.attempts, verdict.action.value, verdict.describe(),
                 (time.perf_counter() - started) * 1000,
             )  # fmt: skip
+        return verdict
+
+    def _redacted(self, verdict: Verdict) -> Verdict:
+        """The endpoint's detail, minus our API key should it echo it: the detail is stored in
+        the spool (last error, blocked reason) and logged."""
+        key = self.config.api_key
+        if key and key in verdict.detail:
+            return dataclasses.replace(verdict, detail=verdict.detail.replace(key, "***"))
         return verdict
 
     def _should_stop(self, state: RetryCallState) -> bool:

@@ -85,6 +85,7 @@ class GroupCommitter:
         self._listeners: list[Callable[[], None]] = []
         self._closing = False
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None
         self._open_error: SpoolError | None = None
         self._next_open_at = 0.0
         self._ratelog = RateLimitedLog(log)
@@ -331,7 +332,13 @@ class GroupCommitter:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
-            return self._conn
+            if self._same_file():
+                return self._conn
+            # The file was moved aside (``spool-ship doctor``) or removed: writing on would
+            # spool into a file nothing ships. Open the spool at the path afresh.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
         now = time.monotonic()
         if self._open_error is not None and now < self._next_open_at:
             raise self._open_error
@@ -342,7 +349,12 @@ class GroupCommitter:
             self._next_open_at = now + _REOPEN_INTERVAL
             raise
         self._open_error = None
+        self._identity = _file_identity(self.config.path)
         return self._conn
+
+    def _same_file(self) -> bool:
+        """One ``stat`` per commit: is the path still the file this connection has open?"""
+        return _file_identity(self.config.path) == self._identity
 
     @staticmethod
     def _wake(batch: _Batch) -> None:
@@ -409,6 +421,14 @@ def _delete_oldest(
             counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
         chunk = min(2 * chunk, _PRUNE_CHUNK)
     return before - _used_bytes(conn)
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _as_spool_error(path: Path, exc: Exception) -> SpoolError:
