@@ -14,17 +14,21 @@ documentation):
   so a commit that returned survives a power cut as well, at the cost of one fsync per group
   commit.
 
-Not proved here: that the storage really honours fsync. An operating-system crash or power cut
-cannot be produced in this test environment (no VM to reset, no fault-injecting filesystem such
-as dm-flakey or LazyFS), so these tests stop at "the connection runs with the pragma that
-carries the promise". Process crashes are proved with SIGKILLed children elsewhere
+Proved by counting system calls (strace): with FULL every commit is fsynced before it returns,
+with NORMAL commits are not. Not proved here: that the storage really honours fsync. An
+operating-system crash or power cut cannot be produced in this test environment (no VM to
+reset, no fault-injecting filesystem such as dm-flakey or LazyFS), so these tests stop at the
+pragma that carries the promise and the fsyncs it causes. Process crashes are proved with SIGKILLed children elsewhere
 (tests/test_spool_crash.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,36 @@ def test_the_environment_selects_full(tmp_path: Path) -> None:
     assert config.synchronous is Synchronous.FULL
     with Spool.open(config) as opened_spool:
         assert pragma(opened_spool.conn, "synchronous") == 2
+
+
+STRACE = shutil.which("strace")
+
+
+def _fsyncs(tmp_path: Path, mode: Synchronous, commits: int) -> int:
+    """fsync/fdatasync calls made by a child that commits ``commits`` events one by one."""
+    path = tmp_path / f"{mode.value}.db"
+    # The spool exists first, so creating it (schema, WAL switch) is not counted.
+    Spool.open(SpoolConfig(path=path, synchronous=mode)).close()
+    trace = tmp_path / f"{mode.value}.strace"
+    child = Path(__file__).parent / "power_children" / "commit_each.py"
+    assert STRACE is not None
+    done = subprocess.run(
+        [STRACE, "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(trace),
+         sys.executable, str(child), str(path), mode.value, str(commits)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "done"
+    return sum(1 for line in trace.read_text().splitlines() if "sync(" in line)
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed: fsyncs cannot be counted")
+def test_full_fsyncs_every_commit_and_normal_does_not(tmp_path: Path) -> None:
+    """What carries FULL's promise, observed in the system calls: with FULL every commit that
+    returned was fsynced (at least one fsync per commit), so it is on the disk before the
+    agent's call returns and survives a power cut; with NORMAL commits are not fsynced (only
+    checkpoints are), which is why a power cut may lose the last ones."""
+    commits = 30
+    full = _fsyncs(tmp_path, Synchronous.FULL, commits)
+    normal = _fsyncs(tmp_path, Synchronous.NORMAL, commits)
+    assert full >= commits
+    assert normal < commits // 3
