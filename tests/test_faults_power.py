@@ -18,8 +18,8 @@ Proved by counting system calls (strace): with FULL every commit is fsynced befo
 with NORMAL commits are not. Not proved here: that the storage really honours fsync. An
 operating-system crash or power cut cannot be produced in this test environment (no VM to
 reset, no fault-injecting filesystem such as dm-flakey or LazyFS), so these tests stop at the
-pragma that carries the promise and the fsyncs it causes. Process crashes are proved with SIGKILLed children elsewhere
-(tests/test_spool_crash.py).
+pragma that carries the promise and the fsyncs it causes. Process crashes are proved with
+SIGKILLed children elsewhere (tests/test_spool_crash.py).
 """
 
 from __future__ import annotations
