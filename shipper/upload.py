@@ -14,7 +14,6 @@ import httpx
 import scale_gp_beta
 
 from ._errors import ShipperConfigError
-from ._transport import ThreadedTransport
 from .config import ENV_ACCOUNT_ID, ENV_API_KEY, ShipperConfig
 
 __all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body"]
@@ -58,17 +57,11 @@ class SGPUploader:
             raise ShipperConfigError(
                 f"cannot ship: {' and '.join(missing)} not set (pass them or set the variables)"
             )
-        limits = httpx.Limits(max_connections=config.concurrency + 2)
-        import os as _os  # BENCH SWITCH, remove
-
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 config.request_timeout, connect=min(10.0, config.request_timeout)
             ),
-            limits=limits,
-            transport=ThreadedTransport(workers=config.concurrency, limits=limits)
-            if _os.environ.get("SHIP_THREADED") == "1"
-            else None,
+            limits=httpx.Limits(max_connections=config.concurrency + 2),
             event_hooks={"request": [self._keep_template]},
         )
         try:
