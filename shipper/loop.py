@@ -117,6 +117,7 @@ class Shipper:
         self._progress: Callable[[Progress], None] | None = None
         self._started_at = 0.0
         self._remaining = 0
+        self._recount_at = 0.0
         self._next_prune = 0.0
         self._next_checkpoint = 0.0
         self.shipped = 0
@@ -475,7 +476,8 @@ class Shipper:
         """The endpoint's detail, minus our API key should it echo it: the detail is stored in
         the spool (last error, blocked reason) and logged."""
         key = self.config.api_key
-        if key and key in verdict.detail:
+        # A key too short to be a real one would mangle ordinary words.
+        if key and len(key) >= 8 and key in verdict.detail:
             return dataclasses.replace(verdict, detail=verdict.detail.replace(key, "***"))
         return verdict
 
@@ -545,6 +547,11 @@ class Shipper:
         await self.spool.run(ops.ack([e.seq for e in events], self._clock()))
         self.shipped += len(events)
         self._remaining = max(0, self._remaining - len(events))
+        if self._progress is not None and time.monotonic() >= self._recount_at:
+            # Superseded starts leave without being shipped: recount now and then.
+            self._recount_at = time.monotonic() + 0.5
+            pending, leased, _ = await self.spool.run(ops.outstanding(), write=False)
+            self._remaining = pending + leased
         if self._blocked is not None:
             log.info("resumed: credentials accepted again")
             self._blocked = None

@@ -64,6 +64,8 @@ class DrainResult:
         )
         if self.exit_code == 1:
             why = self.reason.value if self.reason else "events still pending"
+            if self.reason is StopReason.STOPPED:
+                why = "asked to stop"
             return f"{head}: stopped, {why}" + (f" ({self.detail})" if self.detail else "")
         if self.exit_code == 2:
             return f"{head}: {self.dead} event(s) dead-lettered; see 'spool-ship stuck'"

@@ -424,7 +424,7 @@ def test_a_signal_stops_a_drain_gracefully_and_hands_its_batches_back(
 
     assert drain.code == 1, drain.stderr
     assert f"signal={signum.name} stopping" in drain.stderr
-    assert drain.last_line.endswith("pending 200, leased 0, dead 0: stopped, stopped")
+    assert drain.last_line.endswith("pending 200, leased 0, dead 0: stopped, asked to stop")
     assert took < DRAIN_STOP_TIMEOUT + MARGIN
     # Without the handler SIGTERM killed the drain with its batches leased for a whole lease.
     assert counts(path) == (200, 0, 0, 0)
