@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import persistqueue
+from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
 from pydantic import BaseModel
 
 from spool import EventKind, SpoolConfig, SpoolProcessor, Synchronous, encode_span
@@ -101,22 +102,11 @@ class PlainSpan:
 
 
 Span = AgentexSpan | PlainSpan
-SPAN_TYPES: dict[str, type[AgentexSpan] | type[PlainSpan]] = {
+SPANTYPES: dict[str, type[AgentexSpan] | type[PlainSpan]] = {
     "agentex": AgentexSpan,
     "plain": PlainSpan,
 }
 _span_type: type[AgentexSpan] | type[PlainSpan] = AgentexSpan
-
-
-_NAMES = ("agent.turn", "llm.completion", "tool.search", "tool.fetch", "guardrail.check")
-_TYPES = ("AGENT_WORKFLOW", "COMPLETION", "CODE_EXECUTION", "DOCUMENT_SEARCH", "GUARDRAIL")
-_QUESTIONS = (
-    "What is the weather in Paris today?",
-    "Summarise the last three support tickets for account 4411.",
-    "Find the invoice for order 99812 and check whether it was paid.",
-    "Translate 'good morning' into Japanese and Korean.",
-)
-_BASE_TIME = datetime(2025, 11, 27, 12, 0, 0, tzinfo=UTC)
 
 
 def _span_id(run: str, i: int) -> str:
@@ -128,14 +118,14 @@ def make_span(i: int, run: str = "") -> Span:
     trace = i // 8
     return _span_type(
         id=_span_id(run, i),
-        name=_NAMES[i % len(_NAMES)],
+        name=NAMES[i % len(NAMES)],
         trace_id=f"{run}trace-{trace:08d}",
         parent_id=None if i % 8 == 0 else _span_id(run, trace * 8),
-        start_time=_BASE_TIME + timedelta(microseconds=37 * i),
-        input={"messages": [{"role": "user", "content": _QUESTIONS[i % 4]}], "turn": i % 5},
+        start_time=BASE_TIME + timedelta(microseconds=37 * i),
+        input={"messages": [{"role": "user", "content": QUESTIONS[i % 4]}], "turn": i % 5},
         output={"content": f"answer {i}", "tokens": 20 + i % 300},
         data={
-            "__span_type__": _TYPES[i % len(_TYPES)],
+            "__span_type__": TYPES[i % len(TYPES)],
             "model": "gpt-4o-mini",
             "temperature": 0.2,
             "agent": "support-bot",
@@ -342,7 +332,7 @@ def _rss_child(events: int, workdir: Path) -> dict[str, float]:
 
 
 def rss_in_child(events: int, workdir: Path) -> dict[str, float]:
-    kind = next(name for name, cls in SPAN_TYPES.items() if cls is _span_type)
+    kind = next(name for name, cls in SPANTYPES.items() if cls is _span_type)
     command = [sys.executable, __file__, "--rss-child", str(events), "--dir", str(workdir)]
     command += ["--spans", kind]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -558,14 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="print the table only")
     parser.add_argument(
         "--spans",
-        choices=sorted(SPAN_TYPES),
+        choices=sorted(SPANTYPES),
         default="agentex",
         help="agentex: a pydantic model like agentex's Span (default); plain: a slotted class",
     )
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global _span_type  # noqa: PLW0603 - the span class is a process-wide choice
-    _span_type = SPAN_TYPES[args.spans]
+    _span_type = SPANTYPES[args.spans]
 
     if args.rss_child is not None:
         print(json.dumps(_rss_child(args.rss_child, args.dir)))

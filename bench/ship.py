@@ -56,6 +56,7 @@ from typing import Any
 
 import httpx
 import scale_gp_beta
+from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
 
 from shipper import Shipper, ShipperConfig
 from shipper.upload import BATCH_PATH, batch_body
@@ -70,30 +71,21 @@ SPOOL_CHUNK = 10_000
 _MIB = 1024 * 1024
 
 # ---- the spans ---------------------------------------------------------------------------
-_NAMES = ("agent.turn", "llm.completion", "tool.search", "tool.fetch", "guardrail.check")
-_TYPES = ("AGENT_WORKFLOW", "COMPLETION", "CODE_EXECUTION", "DOCUMENT_SEARCH", "GUARDRAIL")
-_QUESTIONS = (
-    "What is the weather in Paris today?",
-    "Summarise the last three support tickets for account 4411.",
-    "Find the invoice for order 99812 and check whether it was paid.",
-    "Translate 'good morning' into Japanese and Korean.",
-)
-_BASE_TIME = datetime(2025, 11, 27, 12, 0, 0, tzinfo=UTC)
 
 
 def make_param(i: int) -> dict[str, Any]:
     """The ``i``-th completed span as a ``SpanCreateParam`` dict: traces of 8 spans."""
     trace = i // 8
-    start = _BASE_TIME + timedelta(microseconds=37 * i)
+    start = BASE_TIME + timedelta(microseconds=37 * i)
     param: dict[str, Any] = {
         "id": f"span-{i:09d}",
         "trace_id": f"trace-{trace:08d}",
-        "name": _NAMES[i % len(_NAMES)],
-        "type": _TYPES[i % len(_TYPES)],
+        "name": NAMES[i % len(NAMES)],
+        "type": TYPES[i % len(TYPES)],
         "start_timestamp": start.isoformat(),
         "end_timestamp": (start + timedelta(milliseconds=120 + i % 900)).isoformat(),
         "status": "SUCCESS",
-        "input": {"messages": [{"role": "user", "content": _QUESTIONS[i % len(_QUESTIONS)]}]},
+        "input": {"messages": [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]},
         "output": {"content": f"answer {i}", "tokens": 20 + i % 300},
         "metadata": {"model": "gpt-4o-mini", "temperature": 0.2, "agent": "support-bot"},
     }
