@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
 
-from spool import AsyncSpool, ClaimedEvent, MetaKey, SpoolConfig, ops, watch_appends
+from spool import (
+    AsyncSpool,
+    ClaimedEvent,
+    MetaKey,
+    SpoolConfig,
+    SpoolError,
+    ops,
+    watch_appends,
+)
 
 from .classify import ACKED, Action, Verdict, classify
 from .config import ShipperConfig
@@ -277,6 +285,8 @@ class Shipper:
                     self._start_batch(batch, slots)
                 if partial is not None:
                     self._start_batch(await self._fill(partial), slots)
+        except SpoolError:
+            raise  # the spool's own error names the path and the remedy: the caller reports it
         except Exception:
             log.exception("shipper failed owner=%s", self.owner)
             raise
