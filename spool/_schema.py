@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from ._errors import (
@@ -116,14 +117,36 @@ def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(config.busy_timeout * 1000)}")
     # Refuse a file that is not ours before the first write: switching another application's
     # database to WAL mode would change it for good.
-    _check_identity(conn, config.path, *_identity(conn))
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    # One read transaction: another process may be creating the spool right now, and its
+    # tables and its application_id must be seen together.
+    conn.execute("BEGIN")
+    try:
+        _check_identity(conn, config.path, *_identity(conn))
+    finally:
+        conn.execute("ROLLBACK")
+    mode = _switch_to_wal(conn, config.busy_timeout)
     if str(mode).lower() != "wal":
         raise SpoolOpenError(config.path, f"cannot switch to WAL mode (journal_mode={mode})")
     conn.execute(f"PRAGMA synchronous = {config.synchronous.value}")
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA foreign_keys = OFF")
+
+
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> object:
+    """``PRAGMA journal_mode = WAL``, waiting out other processes that are creating the same
+    spool: SQLite answers this pragma "database is locked" at once, without calling the busy
+    handler, while another connection holds the lock it needs."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
