@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import os
 import platform
@@ -54,6 +53,7 @@ from typing import Any
 
 import persistqueue
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _rss import measure_rss
 from pydantic import BaseModel
 
 from spool import EventKind, SpoolConfig, SpoolProcessor, Synchronous, encode_span
@@ -283,17 +283,6 @@ def asyncio_queue(rows: Sequence[Row]) -> float:
 
 # ---- RSS, in a child process -------------------------------------------------------------------
 def _rss_child(events: int, workdir: Path) -> dict[str, float]:
-    psutil: Any = importlib.import_module("psutil")  # psutil ships no type hints
-    process = psutil.Process()
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, process.memory_info().rss)
-            stop.wait(0.01)
-
     path = workdir / f"spool-rss-{uuid.uuid4().hex[:8]}.db"
 
     async def run() -> float:
@@ -313,13 +302,7 @@ def _rss_child(events: int, workdir: Path) -> dict[str, float]:
         await processor.shutdown()
         return events / elapsed
 
-    before = process.memory_info().rss
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    rate = asyncio.run(run())
-    stop.set()
-    sampler.join()
-    peak = max(peak, process.memory_info().rss)
+    rate, before, peak = measure_rss(lambda: asyncio.run(run()))
     wal = Path(f"{path}-wal")
     return {
         "events": events,

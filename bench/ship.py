@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +56,7 @@ from typing import Any
 import httpx
 import scale_gp_beta
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _rss import measure_rss
 
 from shipper import Shipper, ShipperConfig
 from shipper.upload import BATCH_PATH, batch_body
@@ -236,23 +236,7 @@ def spool_ship(template: Path, workdir: Path, base_url: str, events: int) -> Tim
 
 # ---- RSS, in a child process -------------------------------------------------------------------
 def _rss_child(path: Path, base_url: str, events: int) -> dict[str, float]:
-    process = _psutil().Process()
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, process.memory_info().rss)
-            stop.wait(0.01)
-
-    before = process.memory_info().rss
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    timing = drain(path, base_url, events)
-    stop.set()
-    sampler.join()
-    peak = max(peak, process.memory_info().rss)
+    timing, before, peak = measure_rss(lambda: drain(path, base_url, events))
     return {
         "events": events,
         "rate": events / timing.elapsed,
