@@ -62,6 +62,8 @@ from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .upload import BATCH_PATH
+
 __all__ = [
     "BATCH_PATH",
     "Arrival",
@@ -73,7 +75,6 @@ __all__ = [
     "main",
 ]
 
-BATCH_PATH = "/v5/spans/batch"
 MAX_ITEMS = 1000
 MAX_ID_LENGTH = 256  # characters (422) and UTF-8 bytes (400)
 ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")

@@ -125,13 +125,9 @@ class GroupCommitter:
         batch.done.wait()
         return batch.results[index]
 
-    async def append_async(self, rows: Sequence[Row]) -> bool:
-        """As :meth:`append`, waiting on the caller's event loop instead of blocking it."""
-        return await self.submit(rows)
-
     def submit(self, rows: Sequence[Row]) -> asyncio.Future[bool]:
-        """Queue ``rows``; the returned future of the running loop resolves as :meth:`append`
-        returns. (What :meth:`append_async` awaits, one coroutine frame cheaper.)"""
+        """As :meth:`append` for async callers: queue ``rows`` and return a future of the
+        running loop that resolves once they are committed (True) or dropped (False)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._enqueue(rows, future)
         return future

@@ -236,7 +236,7 @@ class AsyncSpool(_Appender):
 
     async def append(self, events: Sequence[NewEvent]) -> bool:
         now = time.time()
-        return await self._writer().append_async([e.row(now) for e in events])
+        return await self._writer().submit([e.row(now) for e in events])
 
     async def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
         # The whole transaction runs on the connection's thread in one hand-off (one wake-up of
