@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from typing import Any
 
 import persistqueue
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _host import describe_host
 from _rss import measure_rss
 from pydantic import BaseModel
 
@@ -423,17 +423,7 @@ def measure(
 
 # ---- the report --------------------------------------------------------------------------------
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs; "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
-    )
+    return describe_host()
 
 
 def _cpu(results: list[Concurrent]) -> str:

@@ -37,7 +37,6 @@ import gc
 import importlib
 import json
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -56,6 +55,7 @@ from typing import Any
 import httpx
 import scale_gp_beta
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _host import describe_host
 from _rss import measure_rss
 
 from shipper import Shipper, ShipperConfig
@@ -374,18 +374,9 @@ def measure(events: int, repeats: int, args: argparse.Namespace) -> Results:
 
 # ---- reporting ---------------------------------------------------------------------------------
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs{load}; "
-        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        f"httpx {httpx.__version__}, scale-gp-beta {scale_gp_beta.__version__}"
+    load = "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+    return describe_host(
+        f"httpx {httpx.__version__}", f"scale-gp-beta {scale_gp_beta.__version__}", load
     )
 
 
