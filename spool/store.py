@@ -219,6 +219,11 @@ class AsyncSpool(_Appender):
         # aiosqlite worker thread exists that would need stopping.
         conn = await asyncio.to_thread(connect, config, create=create)
         db = aiosqlite.Connection(lambda: conn, iter_chunk_size=256)
+        # aiosqlite's worker is not a daemon thread: a spool its owner never closed (a shipper
+        # abandoned by a failed task, an agent that skipped shutdown) would keep the
+        # interpreter from exiting, waiting forever on that thread. Killing it at exit is safe:
+        # a transaction it had not committed is rolled back, as after a crash.
+        db._thread.daemon = True
         await db
         return cls(config, db, conn)
 

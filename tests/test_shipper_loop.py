@@ -339,3 +339,16 @@ def test_drain_exit_1_when_the_endpoint_stays_unreachable(
     assert record.state is EventState.PENDING
     # Every failed attempt is on the event, the last one included.
     assert record.attempts == span_server.request_count
+
+
+def test_a_shipper_never_closed_does_not_keep_the_process_from_exiting(tmp_path: Path) -> None:
+    """A shipper abandoned open (its task raised; the traceback keeps it alive) must not leave
+    a thread behind that the interpreter waits for at exit: this hung a whole test run once."""
+    child = subprocess.run(
+        [sys.executable, str(CHILDREN / "abandoned.py"), str(tmp_path / "spool.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (child.returncode, child.stdout) == (0, "abandoned\n"), child.stderr

@@ -4,6 +4,7 @@ and end were both pending is sent once, as its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import defaultdict
 from pathlib import Path
@@ -34,6 +35,12 @@ def kinds_by_span(server: FakeSpanServer) -> dict[str, list[SpanKind]]:
 
 def more_requests(server: FakeSpanServer, than: int) -> bool:
     return server.request_count > than
+
+
+async def stop_all(shippers: list[Shipper], runs: list[asyncio.Task[None]]) -> None:
+    for shipper in shippers:
+        await shipper.stop(timeout=5)
+    await asyncio.gather(*runs)
 
 
 def drain(spool: SpoolConfig, config: ShipperConfig) -> DrainResult:
@@ -145,28 +152,28 @@ def test_no_start_arrives_after_its_end_while_ends_stream_in_under_failures(
         shippers = [
             Shipper(spool, config, sleep=RecordedSleeps(), owner=owner) for owner in ("a", "b")
         ]
-        for shipper in shippers:
-            await shipper.open()
-        runs = [asyncio.create_task(s.run()) for s in shippers]
-        ends = ids[::-1]  # the last spans' starts are still queued when their ends arrive
-        for wave in range(0, len(ends), 30):
+        async with contextlib.AsyncExitStack() as stack:
+            for shipper in shippers:
+                await stack.enter_async_context(shipper)
+            runs = [asyncio.create_task(s.run()) for s in shippers]
+            stack.push_async_callback(stop_all, shippers, runs)  # before closing, even on failure
+            ends = ids[::-1]  # the last spans' starts are still queued when their ends arrive
+            # Between waves, let the shippers move on by a request. The count is read before
+            # each append: that wave's own ends must then be uploaded, so the wait always ends,
+            # however fast the shippers ran through everything spooled before it.
+            before = 0
+            for wave in range(0, len(ends), 30):
+                await server_reaches(
+                    span_server, functools.partial(more_requests, span_server, before), "a request"
+                )
+                before = span_server.request_count
+                await append_off_loop(spool, span_events(ends[wave : wave + 30], END))
             await server_reaches(
                 span_server,
-                functools.partial(more_requests, span_server, span_server.request_count),
-                "a request",
+                lambda: len(span_server.completed_ids()) == len(ids),
+                "every span complete",
+                timeout=60,
             )
-            await append_off_loop(spool, span_events(ends[wave : wave + 30], END))
-        await server_reaches(
-            span_server,
-            lambda: len(span_server.completed_ids()) == len(ids),
-            "every span complete",
-            timeout=60,
-        )
-        for shipper in shippers:
-            await shipper.stop(timeout=5)
-        await asyncio.gather(*runs)
-        for shipper in shippers:
-            await shipper.aclose()
 
     run_async(main(), timeout=120)
 
