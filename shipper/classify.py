@@ -28,6 +28,8 @@ import scale_gp_beta
 __all__ = ["Action", "Verdict", "classify", "parse_retry_after"]
 
 _DETAIL_LIMIT = 500
+# How far down a chain of `raise ... from` an outcome's cause is looked for.
+_CAUSE_DEPTH = 8
 
 
 class Action(enum.StrEnum):
@@ -73,13 +75,23 @@ def classify(outcome: httpx.Response | BaseException, now: float | None = None) 
         return _from_response(outcome.response, now)
     if isinstance(outcome, httpx.Response):
         return _from_response(outcome, now)
-    if isinstance(outcome, scale_gp_beta.APITimeoutError | httpx.TimeoutException):
-        return Verdict(Action.RETRY, None, f"timeout: {_text(outcome)}")
-    if isinstance(outcome, scale_gp_beta.APIConnectionError | httpx.TransportError):
-        return Verdict(Action.RETRY, None, f"connection error: {_text(outcome)}")
-    if isinstance(outcome, OSError):
-        return Verdict(Action.RETRY, None, f"connection error: {_text(outcome)}")
+    if isinstance(outcome, scale_gp_beta.APIConnectionError | httpx.TransportError | OSError):
+        return _no_response(outcome)
     raise outcome
+
+
+def _no_response(exc: BaseException) -> Verdict:
+    """A timeout or a connection error, told apart by the innermost cause: the HTTP backend's
+    own exception. (httpx-aiohttp maps a refused or dropped connection to a connect timeout;
+    an operator needs to read "connection refused".)"""
+    cause = exc
+    for _ in range(_CAUSE_DEPTH):
+        if cause.__cause__ is None:
+            break
+        cause = cause.__cause__
+    if isinstance(cause, TimeoutError | httpx.TimeoutException | scale_gp_beta.APITimeoutError):
+        return Verdict(Action.RETRY, None, f"timeout: {_text(cause)}")
+    return Verdict(Action.RETRY, None, f"connection error: {_text(cause)}")
 
 
 def _from_response(response: httpx.Response, now: float | None) -> Verdict:

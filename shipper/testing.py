@@ -53,6 +53,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -527,7 +528,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         body = self._read_body()
-        if self.path.partition("?")[0] != BATCH_PATH:
+        # The absolute form ("PUT http://host/v5/spans/batch") is what a proxy receives: the
+        # fake can stand in for one, to prove that the shipper honours HTTP_PROXY.
+        if urllib.parse.urlsplit(self.path).path != BATCH_PATH:
             self._refuse_path()
             return
         fake = self.server.fake

@@ -14,6 +14,7 @@ import httpx
 import scale_gp_beta
 
 from ._errors import ShipperConfigError
+from ._http import http_client
 from .config import ENV_ACCOUNT_ID, ENV_API_KEY, ShipperConfig
 
 __all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body"]
@@ -57,13 +58,13 @@ class SGPUploader:
             raise ShipperConfigError(
                 f"cannot ship: {' and '.join(missing)} not set (pass them or set the variables)"
             )
-        self._http = httpx.AsyncClient(
+        self._http = http_client(
             timeout=httpx.Timeout(
                 config.request_timeout, connect=min(10.0, config.request_timeout)
             ),
             limits=httpx.Limits(max_connections=config.concurrency + 2),
-            event_hooks={"request": [self._keep_template]},
         )
+        self._http.event_hooks = {"request": [self._keep_template]}
         try:
             self._client = scale_gp_beta.AsyncSGPClient(
                 api_key=config.api_key,

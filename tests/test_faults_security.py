@@ -189,7 +189,7 @@ def test_the_api_key_appears_nowhere_through_a_ship_cycle_with_a_401(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "spool.db"
-    for name in ("", "spool", "shipper", "httpx", "httpcore", "scale_gp_beta"):
+    for name in ("", "spool", "shipper", "httpx", "aiohttp", "scale_gp_beta"):
         caplog.set_level(logging.DEBUG, logger=name or None)
 
     with FakeSpanServer(api_key=CANARY) as server:
@@ -208,7 +208,8 @@ def test_the_api_key_appears_nowhere_through_a_ship_cycle_with_a_401(
     # The logs were on at DEBUG (what was checked could have held the key) ...
     assert "blocked: credentials refused (HTTP 401: Invalid API key)" in caplog.text
     debug = {r.name.split(".")[0] for r in caplog.records if r.levelno == logging.DEBUG}
-    assert {"httpcore", "scale_gp_beta"} <= debug, debug
+    assert {"scale_gp_beta", "shipper"} <= debug, debug
+    assert "HTTP Request: PUT" in caplog.text  # httpx's own line for every request
     assert "blocked: credentials refused" in err
     assert "shipped n=" in err  # --verbose
     # ... and nothing anywhere holds the key.

@@ -6,6 +6,7 @@ client) to a real HTTP server on 127.0.0.1. Sleeps are injected and recorded, ne
 
 from __future__ import annotations
 
+import socket
 import threading
 import warnings
 from collections.abc import Iterator
@@ -21,7 +22,14 @@ from conftest import (
     span_events,
 )
 
-from shipper import DrainResult, Shipper, ShipperConfig, ShipperConfigError, batch_body
+from shipper import (
+    DrainResult,
+    Shipper,
+    ShipperConfig,
+    ShipperConfigError,
+    StopReason,
+    batch_body,
+)
 from shipper.testing import FakeSpanServer
 from spool import EventKind, EventRecord, EventState, NewEvent, Spool, SpoolConfig
 
@@ -188,6 +196,66 @@ def test_dropped_connections_cost_one_request_each(
     assert record.attempts == 2
     assert record.last_error is not None
     assert record.last_error.startswith("no response: connection error")
+
+
+def test_an_unanswered_request_times_out_and_is_recorded_as_a_timeout(
+    tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
+) -> None:
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        opened.append(span_events(["a"], END))
+    span_server.faults.hang()
+
+    result = drain(spool, ship_config.with_options(request_timeout=0.2), RecordedSleeps())
+
+    assert (result.exit_code, result.reason) == (1, StopReason.UNREACHABLE)
+    assert result.detail is not None
+    assert result.detail.startswith("no response: timeout: "), result.detail
+    (record,) = records(spool)
+    assert record.state is EventState.PENDING
+    assert record.last_error == result.detail
+
+
+def test_a_refused_connection_is_recorded_as_a_connection_error(tmp_path: Path) -> None:
+    """Not as a timeout: httpx-aiohttp maps a refused connection to ConnectTimeout; classify
+    reads the cause, and the operator reads what happened."""
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        opened.append(span_events(["a"], END))
+    with socket.socket() as unbound:
+        unbound.bind(("127.0.0.1", 0))
+        port = unbound.getsockname()[1]
+    config = ShipperConfig(
+        api_key=SHIP_KEY, account_id=SHIP_ACCOUNT, base_url=f"http://127.0.0.1:{port}"
+    )
+
+    result = drain(spool, config, RecordedSleeps())
+
+    assert (result.exit_code, result.reason) == (1, StopReason.UNREACHABLE)
+    assert result.detail is not None
+    assert result.detail.startswith("no response: connection error: "), result.detail
+    assert "refused" in result.detail.lower() or "connect call failed" in result.detail.lower()
+
+
+def test_the_proxy_from_the_environment_carries_the_uploads(
+    tmp_path: Path, span_server: FakeSpanServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY names the fake endpoint, which answers the absolute-form request a proxy
+    receives; the base URL's host does not resolve, so only the proxy can have delivered."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", span_server.base_url)
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        opened.append(span_events(["a", "b"], END))
+    config = ShipperConfig(
+        api_key=SHIP_KEY, account_id=SHIP_ACCOUNT, base_url="http://spans.example.invalid"
+    )
+
+    result = drain(spool, config, RecordedSleeps())
+
+    assert result.exit_code == 0, result
+    assert span_server.completed_ids() == {"a", "b"}
 
 
 @pytest.mark.parametrize(
