@@ -29,6 +29,7 @@ class _Template:
     url: httpx.URL
     headers: list[tuple[bytes, bytes]]
     extensions: dict[str, Any]
+    transport: httpx.AsyncBaseTransport  # the client's, or its proxy's, for this URL
 
 
 def batch_body(payloads: Sequence[bytes]) -> bytes:
@@ -93,9 +94,10 @@ class SGPUploader:
                 options=self._options,  # type: ignore[arg-type]
             )
             return
-        # What the SDK's request path does with retries off, minus the per-call work of
-        # building options and headers that come out the same every time.
-        request = self._http.build_request(
+        # What the SDK's request path does with retries off, minus the per-call work that
+        # comes out the same every time (options, headers) and httpx's client layer (auth,
+        # redirects, cookie extraction, event hooks), which this API does not use.
+        request = httpx.Request(
             "PUT",
             template.url,
             content=body,
@@ -103,7 +105,11 @@ class SGPUploader:
             extensions=template.extensions,
         )
         try:
-            response = await self._http.send(request)
+            response = await template.transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise scale_gp_beta.APITimeoutError(request=request) from exc
         except Exception as exc:
@@ -116,7 +122,8 @@ class SGPUploader:
         when the SDK sends a per-request idempotency key: then every request takes its path."""
         if self._template is None and self._client._idempotency_header is None:
             headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
-            self._template = _Template(request.url, headers, dict(request.extensions))
+            transport = self._http._transport_for_url(request.url)
+            self._template = _Template(request.url, headers, dict(request.extensions), transport)
             self._http.event_hooks = {"request": [], "response": []}
 
     async def aclose(self) -> None:

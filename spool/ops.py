@@ -94,9 +94,17 @@ WHERE seq IN (
 RETURNING seq
 """
 
-_SUPERSEDE_SPAN = f"""
+# One statement for all the claimed ends (a JSON array of [trace_id, span_id] pairs); CROSS
+# JOIN keeps the pairs as the outer loop, each a lookup in events_by_span.
+_SUPERSEDE_SPANS = f"""
 UPDATE events SET state = '{_D}', outcome = '{Outcome.SUPERSEDED.value}', done_at = ?
-WHERE trace_id = ? AND span_id = ? AND kind = '{_START}' AND state = '{_P}'
+WHERE seq IN (
+    SELECT e.seq FROM json_each(?) AS j
+    CROSS JOIN events AS e
+        ON e.trace_id = json_extract(j.value, '$[0]') AND e.span_id = json_extract(j.value, '$[1]')
+        AND e.kind = '{_START}'
+    WHERE e.state = '{_P}'
+)
 """
 
 # An end waits while its start is in flight, so the start can never arrive after it.
@@ -141,13 +149,12 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
         yield Query(_ADD_COUNTER, ("superseded", len(superseded)))
     rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, limit))
     rows.sort(key=lambda row: int(row[0]))
-    ends = [(now, row[2], row[1]) for row in rows if row[3] == _END]
+    ends = [(row[2], row[1]) for row in rows if row[3] == _END]
     if ends:
         # Starts of these spans that lie beyond the window above (behind a backlog in
         # backoff) must not outlive their end: once the end is pruned they would be claimed.
-        before = int((yield _TOTAL_CHANGES)[0][0])
-        yield Query(_SUPERSEDE_SPAN, ends, many=True)
-        late = int((yield _TOTAL_CHANGES)[0][0]) - before
+        yield Query(_SUPERSEDE_SPANS, (now, json.dumps(ends)))
+        late = int((yield _CHANGES)[0][0])
         if late:
             yield Query(_ADD_COUNTER, ("superseded", late))
     return [
