@@ -38,6 +38,7 @@ from spool import (
     watch_appends,
 )
 
+from ._acks import AckWriter
 from .classify import ACKED, Action, Verdict, classify
 from .config import ShipperConfig
 from .results import DrainResult, Progress, StopReason
@@ -113,6 +114,11 @@ class Shipper:
         self._unpaused = asyncio.Event()
         self._unpaused.set()
         self._inflight: set[asyncio.Task[None]] = set()
+        # Batches that still hold a concurrency slot: one whose upload succeeded gives it up
+        # before its ack is written, so the claim that fills the slot can carry the ack.
+        self._holding: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._acks = AckWriter(lambda seqs: self.spool.run(ops.ack(seqs, self._clock())))
         self._finished = asyncio.Event()
         self._serving = False
         self._drain = False
@@ -252,7 +258,7 @@ class Shipper:
         self._unwatch = watch_appends(
             self.spool_config, lambda: _set_threadsafe(loop, self._wakeup)
         )
-        slots = asyncio.Semaphore(self.config.concurrency)
+        slots = self._slots = asyncio.Semaphore(self.config.concurrency)
         try:
             pending, leased, _ = await self.spool.run(ops.outstanding(), write=False)
             self._remaining = pending + leased
@@ -282,9 +288,9 @@ class Shipper:
                     continue
                 partial = batches.pop() if len(batches[-1]) < size else None
                 for batch in batches:
-                    self._start_batch(batch, slots)
+                    self._start_batch(batch)
                 if partial is not None:
-                    self._start_batch(await self._fill(partial), slots)
+                    self._start_batch(await self._fill(partial))
         except SpoolError:
             raise  # the spool's own error names the path and the remedy: the caller reports it
         except Exception:
@@ -316,10 +322,17 @@ class Shipper:
             return True
         return False
 
-    def _start_batch(self, events: list[ClaimedEvent], slots: asyncio.Semaphore) -> None:
+    def _start_batch(self, events: list[ClaimedEvent]) -> None:
         task = asyncio.create_task(self._ship_batch(events))
         self._inflight.add(task)
-        task.add_done_callback(lambda t: self._batch_done(t, slots))
+        self._holding.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _free_slot(self, task: asyncio.Task[None] | None) -> None:
+        if task in self._holding and self._slots is not None:
+            self._holding.discard(task)
+            self._slots.release()
+            self._wakeup.set()
 
     async def _fill(self, events: list[ClaimedEvent]) -> list[ClaimedEvent]:
         size = self.config.batch_size
@@ -337,8 +350,11 @@ class Shipper:
 
     async def _claim_up_to(self, limit: int) -> list[ClaimedEvent]:
         self._wakeup.clear()
-        return await self.spool.run(
-            ops.claim(self.owner, limit, self.config.lease_seconds, self._clock())
+        lease = self.config.lease_seconds
+        return await self._acks.carry(
+            lambda acked: self.spool.run(
+                ops.ack_and_claim(acked, self.owner, limit, lease, self._clock())
+            )
         )
 
     async def _idle(self) -> bool:
@@ -365,9 +381,9 @@ class Shipper:
                 return False
         return False
 
-    def _batch_done(self, task: asyncio.Task[None], slots: asyncio.Semaphore) -> None:
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        slots.release()
+        self._free_slot(task)
         self._wakeup.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("batch failed unexpectedly", exc_info=task.exception())
@@ -380,6 +396,8 @@ class Shipper:
                     task.cancel()
                 if late:
                     await asyncio.gather(*late, return_exceptions=True)
+            # A batch cancelled while its ack was queued leaves the ack to be written.
+            await self._acks.wait_idle()
         finally:
             if self._unwatch is not None:
                 self._unwatch()
@@ -425,6 +443,9 @@ class Shipper:
         if not batch.events:
             return
         if verdict.action is Action.ACK:
+            if claimed is None:
+                # The whole batch is delivered: its slot's next claim can carry this ack.
+                self._free_slot(asyncio.current_task())
             await self._ack(batch.events)
         elif verdict.action in (Action.BISECT, Action.SPLIT):
             if len(batch.events) == 1:
@@ -554,7 +575,7 @@ class Shipper:
             )  # fmt: skip
 
     async def _ack(self, events: Sequence[ClaimedEvent]) -> None:
-        await self.spool.run(ops.ack([e.seq for e in events], self._clock()))
+        await self._acks.ack([e.seq for e in events])
         self.shipped += len(events)
         self._remaining = max(0, self._remaining - len(events))
         if self._progress is not None and time.monotonic() >= self._recount_at:

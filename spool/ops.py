@@ -28,6 +28,7 @@ __all__ = [
     "Rows",
     "Tx",
     "ack",
+    "ack_and_claim",
     "add_counters",
     "claim",
     "dead_letter",
@@ -185,6 +186,17 @@ def ack(seqs: Sequence[int], now: float) -> Tx[int]:
         yield Query(_SET_META, [(MetaKey.LAST_SUCCESS_AT.value, repr(now))], many=True)
         yield Query("DELETE FROM meta WHERE key = ?", (MetaKey.BLOCKED.value,))
     return acked
+
+
+def ack_and_claim(
+    acked: Sequence[int], owner: str, limit: int, lease_seconds: float, now: float
+) -> Tx[list[ClaimedEvent]]:
+    """:func:`ack` then :func:`claim`, in one transaction: the shipper's acks ride on its
+    next claim (one commit instead of two), and the ends of the starts just acked are
+    claimable at once."""
+    if acked:
+        yield from ack(acked, now)
+    return (yield from claim(owner, limit, lease_seconds, now))
 
 
 def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:

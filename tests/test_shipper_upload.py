@@ -85,6 +85,14 @@ def drain(
     return run_async(main())
 
 
+def spooled(tmp_path: Path, span_ids: list[str]) -> SpoolConfig:
+    """A spool under ``tmp_path`` holding an END event for each of ``span_ids``."""
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        opened.append(span_events(span_ids, END))
+    return spool
+
+
 def records(spool: SpoolConfig) -> list[EventRecord]:
     with Spool.open(spool) as opened:
         return list(opened.export(list(EventState)))
@@ -159,9 +167,7 @@ def test_batches_keep_spool_order_and_the_fake_stores_what_was_sent(
 def test_sdk_retries_are_off_each_503_costs_one_request_per_tenacity_attempt(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a", "b"], END))
+    spool = spooled(tmp_path, ["a", "b"])
     span_server.faults.fail_next(3, status=503)
     sleeps = RecordedSleeps()
 
@@ -180,9 +186,7 @@ def test_sdk_retries_are_off_each_503_costs_one_request_per_tenacity_attempt(
 def test_dropped_connections_cost_one_request_each(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     span_server.faults.drop_next(2)
     sleeps = RecordedSleeps()
 
@@ -201,9 +205,7 @@ def test_dropped_connections_cost_one_request_each(
 def test_an_unanswered_request_times_out_and_is_recorded_as_a_timeout(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     span_server.faults.hang()
 
     result = drain(spool, ship_config.with_options(request_timeout=0.2), RecordedSleeps())
@@ -219,9 +221,7 @@ def test_an_unanswered_request_times_out_and_is_recorded_as_a_timeout(
 def test_a_refused_connection_is_recorded_as_a_connection_error(tmp_path: Path) -> None:
     """Not as a timeout: httpx-aiohttp maps a refused connection to ConnectTimeout; classify
     reads the cause, and the operator reads what happened."""
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     with socket.socket() as unbound:
         unbound.bind(("127.0.0.1", 0))
         port = unbound.getsockname()[1]
@@ -245,9 +245,7 @@ def test_the_proxy_from_the_environment_carries_the_uploads(
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", span_server.base_url)
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a", "b"], END))
+    spool = spooled(tmp_path, ["a", "b"])
     config = ShipperConfig(
         api_key=SHIP_KEY, account_id=SHIP_ACCOUNT, base_url="http://spans.example.invalid"
     )
@@ -275,9 +273,7 @@ def test_retry_after_is_a_floor_and_is_capped(
     cap: float,
     expected: float,
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     span_server.faults.fail_next(1, status=503, retry_after=retry_after)
     sleeps = RecordedSleeps()
     config = ship_config.with_options(backoff_initial=0.01, backoff_max=0.05, retry_after_cap=cap)
@@ -290,9 +286,7 @@ def test_retry_after_is_a_floor_and_is_capped(
 def test_a_short_retry_after_does_not_shorten_the_backoff(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig, status: int
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     span_server.faults.fail_next(1, status=status, retry_after=1)
     sleeps = RecordedSleeps()
     config = ship_config.with_options(backoff_initial=2.0, backoff_max=10.0)
@@ -305,9 +299,7 @@ def test_a_short_retry_after_does_not_shorten_the_backoff(
 def test_backoff_grows_from_initial_to_max_with_jitter(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        opened.append(span_events(["a"], END))
+    spool = spooled(tmp_path, ["a"])
     failures = 7  # one short of the drain's patience
     span_server.faults.fail_next(failures, status=502)
     sleeps = RecordedSleeps()
