@@ -469,6 +469,18 @@ class Shipper:
             await self._release(batch.events)
 
     async def _upload_with_retries(self, batch: _Batch) -> Verdict:
+        first = await self._attempt(batch)
+        if not _is_retryable(first):
+            # Delivered, or refused item by item: tenacity would hand this back untouched.
+            # Building its machinery for every batch costs a sixth of the loop's time.
+            return first
+        replay = [first]
+
+        async def attempt(batch: _Batch) -> Verdict:
+            # Attempt 1 for tenacity is the one just made: the same numbering, waits,
+            # persisted failures and stop checks as if tenacity had made it.
+            return replay.pop() if replay else await self._attempt(batch)
+
         retrying = AsyncRetrying(
             sleep=self._sleep,
             stop=self._should_stop,
@@ -477,7 +489,7 @@ class Shipper:
             before_sleep=functools.partial(self._after_failure, batch=batch),
             retry_error_callback=_last_verdict,
         )
-        verdict: Verdict = await retrying(self._attempt, batch)
+        verdict: Verdict = await retrying(attempt, batch)
         return verdict
 
     async def _attempt(self, batch: _Batch) -> Verdict:

@@ -64,6 +64,8 @@ Tx = Generator[Query, Rows, T]
 
 _P, _L, _D, _X = (s.value for s in EventState)  # pending, leased, done, dead
 _START, _END = EventKind.START.value, EventKind.END.value
+# A dict lookup, not EventKind(value): claims build an event per row on the spool's thread.
+_KINDS = {kind.value: kind for kind in EventKind}
 
 _RECORD_COLUMNS = (
     "seq, span_id, trace_id, kind, state, attempts, enqueued_at, next_attempt_at, "
@@ -159,15 +161,7 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
         if late:
             yield Query(_ADD_COUNTER, ("superseded", late))
     return [
-        ClaimedEvent(
-            seq=row[0],
-            span_id=row[1],
-            trace_id=row[2],
-            kind=EventKind(row[3]),
-            payload=bytes(row[4]),
-            attempts=row[5],
-            enqueued_at=row[6],
-        )
+        ClaimedEvent(row[0], row[1], row[2], _KINDS[row[3]], bytes(row[4]), row[5], row[6])
         for row in rows
     ]
 
