@@ -107,7 +107,13 @@ class SGPUploader:
         try:
             response = await template.transport.handle_async_request(request)
             try:
-                await response.aread()
+                if response.is_success and isinstance(response.stream, httpx.AsyncByteStream):
+                    # Read to the end, so the connection is kept for the next request; the
+                    # body itself is not needed (httpx's decoding layers are skipped).
+                    async for _ in response.stream:
+                        pass
+                else:
+                    await response.aread()  # the endpoint's detail, for classify()
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:

@@ -161,6 +161,20 @@ def test_batches_keep_spool_order_and_the_fake_stores_what_was_sent(
     assert [a.span_id for a in span_server.arrivals()] == ids
 
 
+def test_uploads_keep_one_connection_alive(
+    tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
+) -> None:
+    """The endpoint answers every batch with the stored spans (some 25 kB here), as the real
+    one does; the SDK's first request and the later ones share one keep-alive connection."""
+    spool = spooled(tmp_path, [f"s{i:03}" for i in range(200)])
+
+    result = drain(spool, ship_config.with_options(batch_size=50, concurrency=1))
+
+    assert (result.exit_code, result.shipped) == (0, 200)
+    stats = span_server.stats()
+    assert (stats.requests, stats.connections) == (4, 1)
+
+
 # -- one retry layer -----------------------------------------------------------------------------
 
 
