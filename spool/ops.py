@@ -110,6 +110,20 @@ WHERE seq IN (
 )
 """
 
+# Once a span's end is delivered, its start is moot, and must never follow: starts still
+# pending or dead (spooled, or retried, after the end was claimed) are superseded when the end
+# is acked. Otherwise pruning the done end would leave them claimable.
+_SUPERSEDE_BY_SHIPPED_ENDS = f"""
+UPDATE events SET state = '{_D}', outcome = '{Outcome.SUPERSEDED.value}', done_at = ?
+WHERE seq IN (
+    SELECT s.seq FROM json_each(?) AS j
+    CROSS JOIN events AS e ON e.seq = j.value
+    CROSS JOIN events AS s
+        ON s.trace_id = e.trace_id AND s.span_id = e.span_id AND s.kind = '{_START}'
+    WHERE e.kind = '{_END}' AND e.state = '{_D}' AND s.state IN ('{_P}', '{_X}')
+)
+"""
+
 # An end waits while its start is in flight, so the start can never arrive after it.
 _CLAIM = f"""
 UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
@@ -179,6 +193,10 @@ def ack(seqs: Sequence[int], now: float) -> Tx[int]:
     if acked:
         yield Query(_SET_META, [(MetaKey.LAST_SUCCESS_AT.value, repr(now))], many=True)
         yield Query("DELETE FROM meta WHERE key = ?", (MetaKey.BLOCKED.value,))
+        yield Query(_SUPERSEDE_BY_SHIPPED_ENDS, (now, _seqs(seqs)))
+        late = int((yield _CHANGES)[0][0])
+        if late:
+            yield Query(_ADD_COUNTER, ("superseded", late))
     return acked
 
 

@@ -169,6 +169,20 @@ class SpoolModel:
         if acked:  # a success is noted only when something was delivered
             self.meta[MetaKey.LAST_SUCCESS_AT.value] = repr(now)
             self.meta.pop(MetaKey.BLOCKED.value, None)
+            # A delivered end supersedes its span's starts still pending or dead.
+            shipped = {
+                e.key
+                for e in (self.events.get(seq) for seq in set(seqs))
+                if e is not None and e.kind is END and e.state is D
+            }
+            late = [
+                e
+                for e in self.ordered()
+                if e.kind is START and e.key in shipped and e.state in (P, X)
+            ]
+            for e in late:
+                e.state, e.outcome, e.done_at = D, Outcome.SUPERSEDED, now
+            self.superseded += len(late)
         return acked
 
     def held(self, seqs: list[int], owner: str) -> list[ModelEvent]:

@@ -537,6 +537,45 @@ def test_a_start_is_not_superseded_by_a_dead_end(driver: Driver) -> None:
     assert [e.seq for e in claim(driver, "A", now=12.0)] == [start]
 
 
+def test_a_shipped_end_supersedes_its_dead_start_which_a_retry_then_leaves_alone(
+    driver: Driver,
+) -> None:
+    """The start was refused and dead-lettered, the end delivered the whole span: retrying
+    the start, after the end is pruned, must not send it after its end."""
+    (start,) = add(driver, event("s1"))
+    claim(driver, "A", now=10.0)
+    driver.run(ops.dead_letter({start: "409 refused"}, now=11.0))
+    (end,) = add(driver, event("s1", END))
+    assert [e.seq for e in claim(driver, "A", now=12.0)] == [end]
+
+    assert driver.run(ops.ack([end], now=13.0)) == 1
+
+    record = one(driver, start)
+    assert (record.state, record.outcome, record.done_at) == (
+        EventState.DONE,
+        Outcome.SUPERSEDED,
+        13.0,
+    )
+    assert driver.stats().superseded == 1
+    assert driver.run(ops.retry_dead(None)) == 0
+    assert driver.run(ops.prune_done(before=100.0, limit=10)) == 2
+    assert claim(driver, "A", now=14.0) == []
+
+
+def test_a_start_spooled_after_its_end_was_claimed_is_superseded_when_the_end_ships(
+    driver: Driver,
+) -> None:
+    (end,) = add(driver, event("s1", END))
+    assert [e.seq for e in claim(driver, "A", now=10.0)] == [end]
+    (start,) = add(driver, event("s1"))  # another process, late
+
+    driver.run(ops.ack([end], now=11.0))
+
+    assert one(driver, start).outcome is Outcome.SUPERSEDED
+    driver.run(ops.prune_done(before=100.0, limit=10))
+    assert claim(driver, "A", now=12.0) == []
+
+
 # ---- what the shipper uses while it holds a batch ---------------------------------------------
 
 
