@@ -622,6 +622,29 @@ def test_a_start_outside_the_supersede_window_is_not_shipped_after_its_end() -> 
         machine.teardown()
 
 
+def test_a_start_pending_when_its_end_is_acked_is_not_shipped_after_the_end_is_purged() -> None:
+    """Regression (spool/ops.py, ``ack``; found on a loaded run, 2026-12-01): the end of a span
+    is acked while its start is pending but was never superseded (the end was acked by a
+    shipper whose lease had run out, or the start was spooled or retried after the end's
+    claim). The done end kept the start from being claimed, but once it was purged the next
+    claim leased the start, after its end had been shipped. The ack now supersedes it.
+
+    The machine's own steps, with fixed arguments: its model and checks flag the claim."""
+    machine = SpoolMachine()
+    try:
+        payload = b'{"name":"x"}'
+        machine.do_append([NewEvent("s", "t", START, payload, enqueued_at=machine.clock)])
+        machine.do_append([NewEvent("s", "t", END, payload, enqueued_at=machine.clock)])
+        (start, end) = [e.seq for e in machine.model.ordered()]
+        machine.do_ack([end])  # a late ack: the end was claimed, released, never re-claimed
+        machine.every_row_matches_the_model()
+        assert machine.model.events[start].outcome is Outcome.SUPERSEDED
+        machine.purge(states=(EventState.DONE,), age=-1.0)
+        assert machine.do_claim(OWNERS[1], limit=50, lease=60.0) == []
+    finally:
+        machine.teardown()
+
+
 def test_dead_letter_reports_the_events_it_moved(tmp_path: Path) -> None:
     """``dead_letter`` returns the number of events it moved, like ``ack``, ``fail``,
     ``release`` and ``retry_dead``: an event already done or gone is not counted (it returned
