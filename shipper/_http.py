@@ -30,7 +30,7 @@ _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # htt
 class _Transport(httpx_aiohttp.AiohttpTransport):
     def get_client(self) -> aiohttp.ClientSession:
         session = super().get_client()
-        # No public switch: ClientSession keeps it for aiohttp's own test client.
+        # No public switch; aiohttp's own test client (test_utils) sets it the same way.
         session._retry_connection = False
         return session
 
