@@ -209,7 +209,7 @@ def test_the_api_key_appears_nowhere_through_a_ship_cycle_with_a_401(
     assert "blocked: credentials refused (HTTP 401: Invalid API key)" in caplog.text
     debug = {r.name.split(".")[0] for r in caplog.records if r.levelno == logging.DEBUG}
     assert {"scale_gp_beta", "shipper"} <= debug, debug
-    assert "HTTP Request: PUT" in caplog.text  # httpx's own line for every request
+    assert "HTTP Request: PUT" in caplog.text  # httpx's own line, for the first request
     assert "blocked: credentials refused" in err
     assert "shipped n=" in err  # --verbose
     # ... and nothing anywhere holds the key.
