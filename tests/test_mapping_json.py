@@ -1,0 +1,227 @@
+"""The append path's JSON: orjson where it writes what the standard encoder writes, the
+standard encoder everywhere else (spool/_mapping.py ``_dumps``).
+
+The reference is ``_dumps_standard``, the standard library's encoder with this module's
+options, which is what every event was written with before orjson. The two must give the same
+bytes for every value, except that orjson spells some floats differently (``0.00001`` for
+``1e-05``): the same numbers, so those documents must parse to the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import uuid
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spool import EventKind, Refused, encode_span
+from spool import _mapping as mapping
+
+MIB = 1 << 20
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+offsets = st.one_of(
+    st.none(),
+    st.just(UTC),
+    st.integers(-24 * 3600 + 1, 24 * 3600 - 1).map(lambda s: timezone(timedelta(seconds=s))),
+)
+datetimes = st.datetimes(timezones=offsets)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),  # beyond 64 bits too: orjson refuses them
+    st.floats(),  # NaN and the infinities too: orjson writes them as null
+    st.text(),  # lone surrogates too: orjson refuses them
+    datetimes,
+    st.dates(),
+    st.times(),
+    st.uuids(),
+    st.decimals(allow_nan=False),
+    st.binary(max_size=8),
+    st.sampled_from([Colour.RED, Level.HIGH]),
+    st.builds(Point, st.integers(), st.floats(allow_nan=False)),
+    st.frozensets(st.integers(), max_size=3),
+)
+keys = st.one_of(st.text(max_size=6), st.integers(), st.booleans(), st.none(), st.floats())
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(keys, inner, max_size=4),
+    ),
+    max_leaves=24,
+)
+
+
+def has_float(value: object) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(has_float(k) or has_float(v) for k, v in value.items())
+    if isinstance(value, list | tuple | frozenset):
+        return any(has_float(v) for v in value)
+    return dataclasses.is_dataclass(value)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(param=st.dictionaries(st.text(max_size=8), values, max_size=6))
+def test_the_json_is_what_the_standard_encoder_writes(param: dict[str, Any]) -> None:
+    fast = mapping._dumps(param)
+    standard = mapping._dumps_standard(param)
+    if has_float(param):
+        assert json.loads(fast) == json.loads(standard)
+    else:
+        assert fast == standard
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e-05, 1e16, -2.5e-300, 0.1, 1.0, 123456789.125, 5e-324, 1.7976931348623157e308],
+)
+def test_a_float_may_be_spelled_differently_but_is_the_same_number(value: float) -> None:
+    fast = mapping._dumps({"x": value})
+    assert json.loads(fast) == {"x": value}
+    assert json.loads(fast) == json.loads(mapping._dumps_standard({"x": value}))
+
+
+def test_nan_and_null_together_keep_the_standard_conversion() -> None:
+    # orjson would write both as null; the standard path keeps NaN apart as "nan".
+    param = {"nan": math.nan, "none": None, "inf": math.inf, "text": "null"}
+    assert json.loads(mapping._dumps(param)) == {
+        "nan": "nan",
+        "none": None,
+        "inf": "inf",
+        "text": "null",
+    }
+
+
+def test_what_orjson_refuses_takes_the_standard_path() -> None:
+    param: dict[Any, Any] = {
+        "big": 1 << 70,
+        1: "int key",
+        "surrogate": "a\udc80b",
+    }
+    nested: Any = "leaf"
+    for _ in range(300):
+        nested = [nested]
+    param["deep"] = nested
+    assert mapping._dumps(param) == mapping._dumps_standard(param)
+    stored = json.loads(mapping._dumps(param))
+    assert stored["big"] == 1 << 70
+    assert stored["1"] == "int key"
+
+
+@settings(max_examples=500, deadline=None)
+@given(when=datetimes)
+def test_timestamps_are_written_as_isoformat_writes_them(when: datetime) -> None:
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    assert mapping._iso(when) == aware.isoformat()
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime.min.replace(tzinfo=UTC),
+        datetime.max.replace(tzinfo=UTC),
+        datetime(2025, 1, 1, tzinfo=UTC),
+        datetime(2025, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    ],
+)
+def test_timestamps_at_the_edges_are_written_as_isoformat_writes_them(when: datetime) -> None:
+    for value in (when, when.replace(tzinfo=None)):  # aware, and naive (taken as UTC)
+        assert mapping._iso(value) == when.isoformat()
+
+
+def span(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "s1",
+        "name": "n",
+        "trace_id": "t1",
+        "start_timestamp": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    } | fields
+
+
+def test_a_datetime_subclass_is_written_and_checked_by_its_own_isoformat() -> None:
+    class Odd(datetime):
+        def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+            return "the day before yesterday"
+
+    with pytest.raises(Refused) as refused:
+        encode_span(span(start_timestamp=Odd(2025, 1, 1, tzinfo=UTC)), EventKind.START, MIB)
+    assert refused.value.reason == "invalid_timestamp"
+
+
+def test_an_end_before_its_start_is_refused_for_datetimes_of_any_offset() -> None:
+    start = datetime(2025, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=5)))
+    end = datetime(2025, 1, 2, 6, 59, 59, tzinfo=UTC)  # the start, 12:00+05:00, is 07:00Z
+    with pytest.raises(Refused) as refused:
+        encode_span(span(start_timestamp=start, end_timestamp=end), EventKind.END, MIB)
+    assert refused.value.reason == "end_before_start"
+    naive_end = datetime(2025, 1, 2, 6, tzinfo=UTC).replace(tzinfo=None)  # taken as UTC
+    with pytest.raises(Refused):
+        encode_span(span(start_timestamp=start, end_timestamp=naive_end), EventKind.END, MIB)
+    at_start = end + timedelta(seconds=1)
+    encode_span(span(start_timestamp=start, end_timestamp=at_start), EventKind.END, MIB)
+
+
+def test_classes_made_on_the_fly_are_mapped_and_not_all_remembered() -> None:
+    for i in range(2 * mapping._REQUEST_PARAMS_MAX):
+        params = span(id=f"s{i}")
+        cls = type(f"Span{i}", (), {"to_request_params": lambda self, p=params: p})
+        span_id, _, payload = encode_span(cls(), EventKind.START, MIB)
+        assert span_id == f"s{i}"
+        assert json.loads(payload)["id"] == f"s{i}"
+        assert len(mapping._REQUEST_PARAMS) <= mapping._REQUEST_PARAMS_MAX
+
+
+def test_scalars_of_every_kind_are_converted_alike() -> None:
+    param = {
+        "when": datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-3))),
+        "day": date(2025, 1, 2),
+        "at": time(1, 2, 3, 4),
+        "id": uuid.UUID(int=5),
+        "amount": Decimal("1.10"),
+        "colour": Colour.RED,
+        "level": Level.HIGH,
+        "point": Point(1, 2.5),
+        "raw": b"\xff",
+        "tags": frozenset({2, 1}),
+        "pair": (1, "a"),
+    }
+    assert mapping._dumps(param) == mapping._dumps_standard(param)
+    assert json.loads(mapping._dumps(param)) == {
+        "when": "2025-01-02T03:04:05.000006-03:00",
+        "day": "2025-01-02",
+        "at": "01:02:03.000004",
+        "id": "00000000-0000-0000-0000-000000000005",
+        "amount": "1.10",
+        "colour": "red",
+        "level": 3,
+        "point": {"x": 1, "y": 2.5},
+        "raw": "base64:/w==",
+        "tags": [1, 2],
+        "pair": [1, "a"],
+    }
