@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
@@ -42,6 +43,29 @@ _INSERTS = {
     1 << k: _INSERT + ",".join(["(?,?,?,?,?)"] * (1 << k))
     for k in range(_INSERT_CHUNK.bit_length())
 }
+# The common case in one statement, and so in one implicit transaction that takes the write
+# lock first, as BEGIN IMMEDIATE does: insert every row of a batch, provided the spool has
+# ample room (see _AMPLE). Rows are padded with NULLs to a power of two (at most nine cached
+# statements); the padding is filtered out. Inserting nothing means "not ample": the batch
+# then takes the measured path. One statement is one step, so the writer drops the GIL once
+# per batch for the whole transaction, its commit and any checkpoint.
+_AMPLE_CHUNK = 256
+_INSERT_IF_AMPLE = {
+    1 << k: "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) "
+    "SELECT column1, column2, column3, column4, column5 FROM (VALUES "
+    + ",".join(["(?,?,?,?,?)"] * (1 << k))
+    + ") WHERE column1 IS NOT NULL AND ("
+    "SELECT (p.page_count - f.freelist_count) * s.page_size "
+    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
+    ") <= ?"
+    for k in range(_AMPLE_CHUNK.bit_length())
+}
+_PAD: Row = (None, None, None, None, None)  # type: ignore[assignment]
+# A batch may go in without measuring when the spool has room for this many times its
+# estimated size plus _AMPLE_SLACK bytes: rows take whole cells, split pages and grow both
+# indexes, but never by more than that.
+_AMPLE_FACTOR = 4
+_AMPLE_SLACK = 1 << 20
 _ADD_COUNTER = (
     "INSERT INTO counters (name, value) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value"
@@ -49,6 +73,8 @@ _ADD_COUNTER = (
 # Per-row bytes beyond the payload: the row header, both indexes, and page slack.
 _ROW_OVERHEAD = 160
 _PRUNE_CHUNK = 5_000
+# A batch of at least this many async calls is committed in two halves (see _take).
+_SPLIT_CALLS = 64
 # After a failed open, a broken spool is retried at most this often.
 _REOPEN_INTERVAL = 5.0
 
@@ -63,10 +89,28 @@ class _Batch:
     # The loop of the first future, and whether any other future is on another loop.
     loop: asyncio.AbstractEventLoop | None = None
     many_loops: bool = False
+    # The second half of a cut batch: not cut again (see GroupCommitter._take).
+    cut: bool = False
 
     @classmethod
     def empty(cls) -> _Batch:
         return cls([], [], [], [], threading.Event())
+
+    def split(self, n: int) -> tuple[_Batch, _Batch]:
+        """The first ``n`` calls, and the rest, as two batches."""
+        nrows = sum(self.calls[:n])
+        head = _Batch(self.rows[:nrows], self.calls[:n], [], [], threading.Event())
+        tail = _Batch(self.rows[nrows:], self.calls[n:], [], [], threading.Event(), cut=True)
+        for index, future in self.futures:
+            if index < n:
+                head.futures.append((index, future))
+            else:
+                tail.futures.append((index - n, future))
+        for part in (head, tail):
+            if part.futures:
+                part.loop = self.loop
+                part.many_loops = self.many_loops
+        return head, tail
 
 
 class GroupCommitter:
@@ -162,17 +206,25 @@ class GroupCommitter:
 
     # ---- writer thread -------------------------------------------------------------------
     def _run(self) -> None:
+        # A committed batch whose callers are not woken yet: they wake once the next batch is
+        # taken and about to be written, so the writer is inside SQLite (without the GIL)
+        # while the loop serves them. With nothing more queued they wake at once.
+        committed: tuple[_Batch, int] | None = None
         while True:
             with self._cond:
-                while not (self._batch.calls or self._counts or self._closing):
+                while not (self._batch.calls or self._counts or self._closing or committed):
                     self._idle = True
                     self._cond.wait()
                     self._idle = False
-                batch, self._batch = self._batch, _Batch.empty()
-                counts, self._counts = self._counts, {}
+                batch, counts = self._take()
                 closing = self._closing
             if batch.calls or counts:
-                self._commit(batch, counts)
+                before = partial(self._deliver, *committed) if committed else None
+                committed = (batch, self._commit(batch, counts, before))
+                continue
+            if committed:
+                self._deliver(*committed)
+                committed = None
             if closing:
                 with self._cond:
                     if self._batch.calls or self._counts:
@@ -186,14 +238,38 @@ class GroupCommitter:
                     self._conn = None
                 return
 
-    def _commit(self, batch: _Batch, counts: dict[str, int]) -> None:
+    def _take(self) -> tuple[_Batch, dict[str, int]]:
+        """What the next commit writes; called under the lock.
+
+        A large batch of async callers is cut in two. Its first half is committed, and its
+        callers wake, while the second is written; from then on the loop serializes the
+        events of one batch while the writer commits the other, instead of each waiting for
+        the other. (Sync callers wait on their batch object, so theirs are never cut.)
+        """
+        batch, self._batch = self._batch, _Batch.empty()
+        calls = len(batch.calls)
+        if calls >= _SPLIT_CALLS and len(batch.futures) == calls and not batch.cut:
+            batch, self._batch = batch.split(len(batch.calls) // 2)
+        counts, self._counts = self._counts, {}
+        return batch, counts
+
+    def _commit(
+        self, batch: _Batch, counts: dict[str, int], before: Callable[[], None] | None = None
+    ) -> int:
+        """Write ``batch`` and ``counts`` in one transaction; the number of rows stored. The
+        callers are woken by :meth:`_deliver`. ``before`` runs once the connection is
+        ready, just before the write."""
         for name, n in self._unflushed.items():
             counts[name] = counts.get(name, 0) + n
         self._unflushed = {}
         results = [False] * len(batch.calls)
         stored = 0
         try:
-            conn = self._connection()
+            try:
+                conn = self._connection()
+            finally:
+                if before is not None:
+                    before()
             # Each attempt counts into its own copy: a retried batch is not counted twice.
             try:
                 stored = self._write(conn, batch, dict(counts), results)
@@ -221,6 +297,10 @@ class GroupCommitter:
                     reason, f"spool: dropped {len(batch.rows)} span event(s): {error}"
                 )
         batch.results[:] = results
+        return stored
+
+    def _deliver(self, batch: _Batch, stored: int) -> None:
+        """Wake the callers of a committed batch, then the append watchers."""
         batch.done.set()
         self._wake(batch)
         if stored:
@@ -233,6 +313,16 @@ class GroupCommitter:
     def _write(
         self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
     ) -> int:
+        rows = batch.rows
+        if not counts and 0 < len(rows) <= _AMPLE_CHUNK:
+            size = 1 << (len(rows) - 1).bit_length()
+            params = list(chain.from_iterable(rows))
+            if size > len(rows):
+                params.extend(_PAD * (size - len(rows)))
+            params.append(self.config.max_bytes - _AMPLE_FACTOR * _estimate(rows) - _AMPLE_SLACK)
+            if conn.execute(_INSERT_IF_AMPLE[size], params).rowcount == len(rows):
+                results[:] = [True] * len(batch.calls)
+                return len(rows)
         conn.execute("BEGIN IMMEDIATE")
         rows = self._fit(conn, batch, counts, results)
         conn.execute("SAVEPOINT batch")
@@ -252,9 +342,7 @@ class GroupCommitter:
         self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
     ) -> list[Row]:
         """The rows that fit under ``max_bytes``, pruning done rows and applying the policy."""
-        need = sum(
-            [len(p) + len(s) + len(t) for s, t, _, p, _ in batch.rows]
-        ) + _ROW_OVERHEAD * len(batch.rows)
+        need = _estimate(batch.rows)
         room = self.config.max_bytes - _used_bytes(conn)
         if need > room:
             room += self._prune_done(conn, need - room)
@@ -374,6 +462,11 @@ def _insert(conn: sqlite3.Connection, rows: list[Row]) -> None:
         conn.execute(_INSERTS[n], list(chain.from_iterable(rows[start : start + n])))
         start += n
         left -= n
+
+
+def _estimate(rows: list[Row]) -> int:
+    """The bytes ``rows`` will take in the spool, about."""
+    return sum([len(p) + len(s) + len(t) for s, t, _, p, _ in rows]) + _ROW_OVERHEAD * len(rows)
 
 
 def _resolve(futures: list[tuple[int, asyncio.Future[bool]]], results: list[bool]) -> None:
