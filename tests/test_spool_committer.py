@@ -6,11 +6,14 @@ connection runs (SQLite's trace callback) and through what each caller is told.
 - A large batch of async callers is committed in two halves, and each caller still gets the
   answer for its own rows; sync callers' batches are never cut.
 - The callers of a committed batch are woken even when the next commit fails.
+- Under sustained appends the WAL stays bounded (SQLite's automatic checkpoint inside the
+  writer's commits still runs and still rewinds it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -252,3 +255,20 @@ def test_callers_of_a_committed_half_are_woken_when_the_next_commit_fails(
     answers = asyncio.run(main())
     assert answers == [True] * (calls // 2) + [False] * (calls // 2)
     assert seqs_in_order(spool_config)[1:] == [f"span-{i:05d}" for i in range(calls // 2)]
+
+
+def test_the_wal_stays_bounded_under_sustained_appends(
+    traced: Traced, spool_config: SpoolConfig
+) -> None:
+    conn = traced.committer._conn
+    assert conn is not None
+    autocheckpoint = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    largest = 0
+    for b in range(150):  # about 6 MB of events, 20 rows of 2 KB per commit
+        assert traced.committer.append([row(b * 20 + i, size=2000) for i in range(20)])
+        largest = max(largest, os.path.getsize(f"{spool_config.path}-wal"))
+    # Frames of 4 KiB pages with 24-byte headers: the automatic checkpoint's threshold, and
+    # one commit's worth beyond it.
+    assert largest <= (autocheckpoint + 64) * (4096 + 24), largest
+    with Spool.open(spool_config) as spool:
+        assert spool.stats().pending == 150 * 20
