@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
@@ -144,27 +144,45 @@ class SpoolProcessor:
         return self._writer.config
 
     async def on_span_start(self, span: Any) -> None:
-        await self._append((span,), EventKind.START)
+        waiter = self._submit((span,), EventKind.START)
+        if waiter is not None:
+            await waiter
 
     async def on_span_end(self, span: Any) -> None:
-        await self._append((span,), EventKind.END)
+        waiter = self._submit((span,), EventKind.END)
+        if waiter is not None:
+            await waiter
 
     async def on_spans_start(self, spans: Iterable[Any]) -> None:
         """Spool many starts in one group commit."""
-        await self._append(spans, EventKind.START)
+        waiter = self._submit(spans, EventKind.START)
+        if waiter is not None:
+            await waiter
 
     async def on_spans_end(self, spans: Iterable[Any]) -> None:
-        await self._append(spans, EventKind.END)
+        waiter = self._submit(spans, EventKind.END)
+        if waiter is not None:
+            await waiter
 
-    async def _append(self, spans: Iterable[Any], kind: EventKind) -> None:
+    def _submit(self, spans: Iterable[Any], kind: EventKind) -> Awaitable[object] | None:
+        """Queue the events of ``spans``; what to await until they are committed (None:
+        nothing to wait for). A plain function: a coroutine here would cost each call a frame."""
         rows = self._writer.rows(spans, kind)
         if not rows:
-            return
+            return None
+        committer = self._writer.started
+        if committer is None:
+            return self._first_append(rows)
         try:
-            committer = self._writer.started
-            if committer is None:
-                # The first call opens the spool (and may start the shipper): off the loop.
-                committer = await asyncio.to_thread(lambda: self._writer.committer)
+            return committer.submit(rows)
+        except Exception as exc:
+            self._writer.dropped(rows, exc)
+            return None
+
+    async def _first_append(self, rows: list[Row]) -> None:
+        try:
+            # The first call opens the spool (and may start the shipper): off the loop.
+            committer = await asyncio.to_thread(lambda: self._writer.committer)
             await committer.submit(rows)
         except Exception as exc:
             self._writer.dropped(rows, exc)
