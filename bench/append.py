@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -202,6 +203,7 @@ def spool_concurrent(
     stored = _count_rows(path)
     if stored != len(spans) + 1:
         raise SystemExit(f"spool lost events: {stored} rows for {len(spans) + 1} appends")
+    _remove(path)
     return result
 
 
@@ -221,7 +223,9 @@ def spool_sequential(spans: Sequence[Span], workdir: Path) -> list[int]:
         await processor.shutdown()
         return latencies
 
-    return asyncio.run(run())
+    latencies = asyncio.run(run())
+    _remove(path)
+    return latencies
 
 
 def raw_sqlite(rows: Sequence[Row], workdir: Path) -> float:
@@ -241,6 +245,7 @@ def raw_sqlite(rows: Sequence[Row], workdir: Path) -> float:
         execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
+    _remove(path)
     return len(rows) / elapsed
 
 
@@ -257,14 +262,27 @@ def persist_queue_settings(workdir: Path) -> str:
 
 def persist_queue(rows: Sequence[Row], workdir: Path) -> float:
     """``SQLiteAckQueue.put`` of each payload, default settings, one commit per put."""
-    queue = persistqueue.SQLiteAckQueue(str(workdir / f"pq-{uuid.uuid4().hex[:8]}"))
+    path = workdir / f"pq-{uuid.uuid4().hex[:8]}"
+    queue = persistqueue.SQLiteAckQueue(str(path))
     put = queue.put
     start = time.perf_counter()
     for row in rows:
         put(row[3])
     elapsed = time.perf_counter() - start
     queue.close()
+    _remove(path)
     return len(rows) / elapsed
+
+
+def _remove(path: Path) -> None:
+    """Delete what a measurement wrote (a database and its -wal and -shm, or persist-queue's
+    directory) once it is done. Its dirty pages are then dropped rather than written back
+    while the next measurement runs."""
+    if path.is_dir():
+        shutil.rmtree(path)
+        return
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def asyncio_queue(rows: Sequence[Row]) -> float:
