@@ -216,11 +216,11 @@ class GroupCommitter:
                     self._idle = True
                     self._cond.wait()
                     self._idle = False
-                batch, counts = self._take()
+                work = self._take() if self._batch.calls or self._counts else None
                 closing = self._closing
-            if batch.calls or counts:
+            if work is not None:
                 before = partial(self._deliver, *committed) if committed else None
-                committed = (batch, self._commit(batch, counts, before))
+                committed = (work[0], self._commit(*work, before))
                 continue
             if committed:
                 self._deliver(*committed)
