@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
@@ -51,6 +52,19 @@ SHIP_KEY = "ship-test-key"
 SHIP_ACCOUNT = "ship-test-account"
 SPAN_STARTED_AT = "2024-05-01T12:00:00+00:00"
 SPAN_ENDED_AT = "2024-05-01T12:00:01.500000+00:00"
+
+
+def used_bytes(path: Path) -> int:
+    """The bytes a spool file's pages hold: pages less free pages, times the page size, read
+    through a connection of its own."""
+    conn = sqlite3.connect(path)
+    try:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    return int((pages - free) * size)
 
 
 def span_item(

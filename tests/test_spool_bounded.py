@@ -4,8 +4,9 @@ first, and ``FullPolicy.DROP_OLDEST`` evicts the oldest pending events instead."
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
+
+from conftest import used_bytes
 
 from spool import (
     AsyncSpool,
@@ -24,17 +25,6 @@ PAYLOAD = 2000
 
 def big(i: int) -> NewEvent:
     return NewEvent(f"span-{i:04d}", "trace", EventKind.START, b"x" * PAYLOAD)
-
-
-def used_bytes(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    return int((pages - free) * size)
 
 
 def fill(spool: Spool) -> int:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import used_bytes
 
 from spool import EventKind, EventState, NewEvent, Spool, SpoolConfig
 from spool._committer import (
@@ -79,17 +80,6 @@ def traced(spool_config: SpoolConfig) -> Iterator[Traced]:
         yield t
     finally:
         t.close()
-
-
-def used_bytes(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    return int((pages - free) * size)
 
 
 def seqs_in_order(config: SpoolConfig) -> list[str]:
