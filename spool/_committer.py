@@ -45,10 +45,11 @@ _INSERTS = {
 }
 # The common case in one statement, and so in one implicit transaction that takes the write
 # lock first, as BEGIN IMMEDIATE does: insert every row of a batch, provided the spool has
-# ample room (see _AMPLE). Rows are padded with NULLs to a power of two (at most nine cached
-# statements); the padding is filtered out. Inserting nothing means "not ample": the batch
-# then takes the measured path. One statement is one step, so the writer drops the GIL once
-# per batch for the whole transaction, its commit and any checkpoint.
+# ample room (see _AMPLE_FACTOR). Rows are padded with NULLs to a power of two (at most nine
+# cached statements); the padding is filtered out. The room subquery is not correlated, so
+# SQLite evaluates it once per execution: all the rows go in, or none, and none means "not
+# ample": the batch then takes the measured path. One statement is one step, so the writer
+# drops the GIL once per batch for the whole transaction, its commit and any checkpoint.
 _AMPLE_CHUNK = 256
 _INSERT_IF_AMPLE = {
     1 << k: "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) "

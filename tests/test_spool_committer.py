@@ -107,6 +107,27 @@ def test_a_batch_larger_than_one_statement_takes_the_measured_path(
     assert seqs_in_order(spool_config) == [r[0] for r in rows]
 
 
+def test_the_room_is_checked_once_per_statement_so_a_batch_goes_in_whole(tmp_path: Path) -> None:
+    # Room for the fast path's margin and hardly more: were the check made row by row, the
+    # rows already inserted would fail it for the rest of the batch.
+    rows = [row(i, size=20_000) for i in range(_AMPLE_CHUNK)]
+    need = sum(len(r[3]) + len(r[0]) + len(r[1]) + 160 for r in rows)
+    probe = SpoolConfig(path=tmp_path / "probe.db")
+    Spool.open(probe).close()
+    config = SpoolConfig(
+        path=tmp_path / "spool.db", max_bytes=used_bytes(probe.path) + 4 * need + (1 << 20) + 100
+    )
+    Spool.open(config).close()
+    traced = Traced(config)
+    try:
+        assert traced.committer.append(rows)
+        assert traced.begins() == 0
+        assert len(traced.inserts()) == 1
+    finally:
+        traced.close()
+    assert seqs_in_order(config) == [r[0] for r in rows]
+
+
 def test_near_the_limit_batches_are_measured_and_the_limit_holds(tmp_path: Path) -> None:
     config = SpoolConfig(path=tmp_path / "spool.db", max_bytes=3 << 20)
     Spool.open(config).close()
