@@ -43,6 +43,11 @@ _INSERTS = {
     1 << k: _INSERT + ",".join(["(?,?,?,?,?)"] * (1 << k))
     for k in range(_INSERT_CHUNK.bit_length())
 }
+# Bytes in use: pages minus free pages, times the page size (one statement).
+_USED_BYTES = (
+    "SELECT (p.page_count - f.freelist_count) * s.page_size "
+    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
+)
 # The common case in one statement, and so in one implicit transaction that takes the write
 # lock first, as BEGIN IMMEDIATE does: insert every row of a batch, provided the spool has
 # ample room (see _AMPLE_FACTOR). Rows are padded with NULLs to a power of two (at most nine
@@ -55,10 +60,7 @@ _INSERT_IF_AMPLE = {
     1 << k: "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) "
     "SELECT column1, column2, column3, column4, column5 FROM (VALUES "
     + ",".join(["(?,?,?,?,?)"] * (1 << k))
-    + ") WHERE column1 IS NOT NULL AND ("
-    "SELECT (p.page_count - f.freelist_count) * s.page_size "
-    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
-    ") <= ?"
+    + f") WHERE column1 IS NOT NULL AND ({_USED_BYTES}) <= ?"
     for k in range(_AMPLE_CHUNK.bit_length())
 }
 _PAD: Row = (None, None, None, None, None)  # type: ignore[assignment]
@@ -357,7 +359,7 @@ class GroupCommitter:
         for i, n in enumerate(batch.calls):
             rows = batch.rows[start : start + n]
             start += n
-            size = sum(len(r[3]) + len(r[0]) + len(r[1]) + _ROW_OVERHEAD for r in rows)
+            size = _estimate(rows)
             if size <= room:
                 room -= size
                 kept.extend(rows)
@@ -474,12 +476,6 @@ def _resolve(futures: list[tuple[int, asyncio.Future[bool]]], results: list[bool
     for index, future in futures:
         if not future.done():
             future.set_result(results[index])
-
-
-_USED_BYTES = (
-    "SELECT (p.page_count - f.freelist_count) * s.page_size "
-    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
-)
 
 
 def _used_bytes(conn: sqlite3.Connection) -> int:

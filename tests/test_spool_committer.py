@@ -28,6 +28,7 @@ from spool._committer import (
     _SPLIT_CALLS,
     GroupCommitter,
     Row,
+    _estimate,
     acquire_committer,
     release_committer,
 )
@@ -111,7 +112,7 @@ def test_the_room_is_checked_once_per_statement_so_a_batch_goes_in_whole(tmp_pat
     # Room for the fast path's margin and hardly more: were the check made row by row, the
     # rows already inserted would fail it for the rest of the batch.
     rows = [row(i, size=20_000) for i in range(_AMPLE_CHUNK)]
-    need = sum(len(r[3]) + len(r[0]) + len(r[1]) + 160 for r in rows)
+    need = _estimate(rows)
     probe = SpoolConfig(path=tmp_path / "probe.db")
     Spool.open(probe).close()
     config = SpoolConfig(
