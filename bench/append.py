@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -53,6 +52,7 @@ from typing import Any
 
 import persistqueue
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _files import remove_database
 from _host import describe_host
 from _rss import measure_rss
 from pydantic import BaseModel
@@ -203,7 +203,7 @@ def spool_concurrent(
     stored = _count_rows(path)
     if stored != len(spans) + 1:
         raise SystemExit(f"spool lost events: {stored} rows for {len(spans) + 1} appends")
-    _remove(path)
+    remove_database(path)
     return result
 
 
@@ -224,7 +224,7 @@ def spool_sequential(spans: Sequence[Span], workdir: Path) -> list[int]:
         return latencies
 
     latencies = asyncio.run(run())
-    _remove(path)
+    remove_database(path)
     return latencies
 
 
@@ -245,7 +245,7 @@ def raw_sqlite(rows: Sequence[Row], workdir: Path) -> float:
         execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
-    _remove(path)
+    remove_database(path)
     return len(rows) / elapsed
 
 
@@ -270,19 +270,8 @@ def persist_queue(rows: Sequence[Row], workdir: Path) -> float:
         put(row[3])
     elapsed = time.perf_counter() - start
     queue.close()
-    _remove(path)
+    remove_database(path)
     return len(rows) / elapsed
-
-
-def _remove(path: Path) -> None:
-    """Delete what a measurement wrote (a database and its -wal and -shm, or persist-queue's
-    directory) once it is done. Its dirty pages are then dropped rather than written back
-    while the next measurement runs."""
-    if path.is_dir():
-        shutil.rmtree(path)
-        return
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def asyncio_queue(rows: Sequence[Row]) -> float:

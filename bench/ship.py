@@ -55,6 +55,7 @@ from typing import Any
 import httpx
 import scale_gp_beta
 from _corpus import BASE_TIME, NAMES, QUESTIONS, TYPES
+from _files import remove_database
 from _host import describe_host
 from _rss import measure_rss
 
@@ -230,8 +231,7 @@ def spool_ship(template: Path, workdir: Path, base_url: str, events: int) -> Tim
     try:
         return drain(path, base_url, events)
     finally:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        remove_database(path)
 
 
 # ---- RSS, in a child process -------------------------------------------------------------------
