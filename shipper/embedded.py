@@ -2,7 +2,8 @@
 
 The agent's processors append on whatever loop or thread they run on (a new loop per request,
 a blocked loop, plain threads); shipping goes on undisturbed on its own loop. There is one
-embedded shipper per spool per process, started on first use and shared by reference count.
+embedded shipper per spool per process, started on first use and shared by reference count
+in the process's one registry (:mod:`spool._registry`), which a forked child starts afresh.
 :func:`start_embedded` is what ``SpoolProcessor(path, ship=True)`` calls.
 """
 
@@ -16,7 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 
-from spool import SpoolConfig
+from spool import REGISTRY, SpoolConfig
 
 from .config import ShipperConfig
 from .loop import Shipper
@@ -35,7 +36,6 @@ class EmbeddedShipper:
     def __init__(self, spool: SpoolConfig, config: ShipperConfig) -> None:
         self.spool_config = spool
         self.shipper = Shipper(spool, config)
-        self.refs = 0
         self._loop = asyncio.new_event_loop()
         self._started: Future[None] = Future()
         self._stopped = threading.Event()
@@ -67,6 +67,10 @@ class EmbeddedShipper:
         finally:
             await self.shipper.aclose()
 
+    def running(self) -> bool:
+        """Whether its thread is still shipping (not stopped)."""
+        return not self._stopped.is_set()
+
     def release(self, timeout: float) -> None:
         """Drop one user of this shipper (see :func:`stop_embedded`)."""
         stop_embedded(self, timeout)
@@ -83,43 +87,34 @@ class EmbeddedShipper:
         self._thread.join(max(0.0, deadline - time.monotonic()))
 
 
-_registry: dict[str, EmbeddedShipper] = {}
-_lock = threading.Lock()
+_SHIPPER = "embedded-shipper"
 
 
 def start_embedded(spool: SpoolConfig, config: object | None = None) -> EmbeddedShipper:
     """The process's shipper for ``spool``, started on first use (config from the environment
-    unless given). Pair every call with :func:`stop_embedded`."""
-    key = os.path.realpath(spool.path)
-    with _lock:
-        embedded = _registry.get(key)
-        if embedded is None or embedded._stopped.is_set():
-            if config is None:
-                config = ShipperConfig.from_env()
-            if not isinstance(config, ShipperConfig):
-                raise TypeError(f"ship= takes True or a ShipperConfig, not {type(config).__name__}")
-            embedded = _registry[key] = EmbeddedShipper(spool, config)
-        embedded.refs += 1
-        return embedded
+    unless given), and afresh in a forked child. Pair every call with :func:`stop_embedded`."""
+
+    def start() -> EmbeddedShipper:
+        chosen = ShipperConfig.from_env() if config is None else config
+        if not isinstance(chosen, ShipperConfig):
+            raise TypeError(f"ship= takes True or a ShipperConfig, not {type(chosen).__name__}")
+        return EmbeddedShipper(spool, chosen)
+
+    return REGISTRY.acquire(_SHIPPER, _key(spool), start, alive=EmbeddedShipper.running)
 
 
 def stop_embedded(embedded: EmbeddedShipper, timeout: float) -> None:
     """Drop one reference; the last one ships what it can within ``timeout`` and stops."""
-    key = os.path.realpath(embedded.spool_config.path)
-    with _lock:
-        embedded.refs -= 1
-        if embedded.refs > 0:
-            return
-        if _registry.get(key) is embedded:
-            del _registry[key]
-    embedded.shutdown(timeout)
+    if REGISTRY.release(_SHIPPER, _key(embedded.spool_config), embedded):
+        embedded.shutdown(timeout)
+
+
+def _key(spool: SpoolConfig) -> str:
+    return os.path.realpath(spool.path)
 
 
 def _shutdown_all() -> None:
-    with _lock:
-        running = list(_registry.values())
-        _registry.clear()
-    for embedded in running:
+    for embedded in REGISTRY.take_all(_SHIPPER):
         embedded.shutdown(EXIT_TIMEOUT)
 
 

@@ -27,12 +27,14 @@ from ._model import (
     Outcome,
     SpoolStats,
 )
+from ._registry import REGISTRY, Registry
 from ._schema import SCHEMA_VERSION
 from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
 from .processor import SpoolProcessor, SyncSpoolProcessor
 from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
 __all__ = [
+    "REGISTRY",
     "SCHEMA_VERSION",
     "AsyncSpool",
     "ClaimedEvent",
@@ -46,6 +48,7 @@ __all__ = [
     "NotASpoolError",
     "Outcome",
     "Refused",
+    "Registry",
     "Spool",
     "SpoolClosedError",
     "SpoolConfig",

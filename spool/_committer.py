@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ._errors import SpoolError
 from ._ratelog import RateLimitedLog
+from ._registry import REGISTRY
 from ._schema import connect, translate_error
 from .config import FullPolicy, SpoolConfig
 
@@ -136,7 +137,6 @@ class GroupCommitter:
         self._open_error: SpoolError | None = None
         self._next_open_at = 0.0
         self._ratelog = RateLimitedLog(log)
-        self.refs = 0
         self._thread = threading.Thread(
             target=self._run, name=f"spool-writer:{config.path.name}", daemon=True
         )
@@ -536,47 +536,28 @@ def _drop_reason(error: SpoolError) -> str:
     }.get(name, "spool_error")
 
 
-_registry: dict[str, GroupCommitter] = {}
-_registry_lock = threading.Lock()
+_WRITER = "writer"
 
 
 def acquire_committer(config: SpoolConfig) -> GroupCommitter:
-    """The one writer for ``config.path`` in this process, started on first use."""
-    key = os.path.realpath(config.path)
-    with _registry_lock:
-        committer = _registry.get(key)
-        if committer is None:
-            committer = _registry[key] = GroupCommitter(config)
-        committer.refs += 1
-        return committer
+    """The one writer for ``config.path`` in this process, started on first use (and
+    afresh in a forked child: see :mod:`spool._registry`)."""
+    return REGISTRY.acquire(_WRITER, _key(config), lambda: GroupCommitter(config))
 
 
 def release_committer(committer: GroupCommitter, timeout: float | None = None) -> None:
     """Drop one reference; the last one commits what is queued and stops the writer."""
-    key = os.path.realpath(committer.config.path)
-    with _registry_lock:
-        committer.refs -= 1
-        if committer.refs > 0:
-            return
-        if _registry.get(key) is committer:
-            del _registry[key]
-    committer.close(timeout)
+    if REGISTRY.release(_WRITER, _key(committer.config), committer):
+        committer.close(timeout)
+
+
+def _key(config: SpoolConfig) -> str:
+    return os.path.realpath(config.path)
 
 
 def _close_all() -> None:
-    with _registry_lock:
-        committers = list(_registry.values())
-        _registry.clear()
-    for committer in committers:
+    for committer in REGISTRY.take_all(_WRITER):
         committer.close(timeout=10.0)
 
 
-def _forget_after_fork() -> None:
-    # A forked child has no writer threads: it must start its own.
-    _registry.clear()
-    if _registry_lock.locked():
-        _registry_lock.release()
-
-
 atexit.register(_close_all)
-os.register_at_fork(after_in_child=_forget_after_fork)

@@ -95,6 +95,9 @@ class SpoolConfig:
     max_event_bytes: int = MIB
 
     def __post_init__(self) -> None:
+        # Resolved once, here: a relative path must not follow the process into another
+        # directory after os.chdir(), where a new spool would fill up that nothing ships.
+        object.__setattr__(self, "path", Path(os.path.abspath(self.path)))
         if self.max_bytes < 64 * 1024:
             raise ValueError(f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
         if self.busy_timeout <= 0:

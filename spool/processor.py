@@ -24,6 +24,7 @@ from ._committer import GroupCommitter, Row, acquire_committer, release_committe
 from ._mapping import NotASpan, Refused, encode_span
 from ._model import EventKind
 from ._ratelog import RateLimitedLog
+from ._registry import REGISTRY
 from ._shipping import ShippingHandle, start_shipping
 from .config import SpoolConfig
 
@@ -51,16 +52,22 @@ class _SpoolWriter:
         self._ship = ship
         self._shipping: ShippingHandle | None = None
         self._lock = threading.Lock()
+        # The registry's epoch when the committer (and shipping) were acquired: another one
+        # means this is a forked child, where the parent's writer and shipper threads do
+        # not exist.
+        self._epoch = REGISTRY.epoch
         self._ratelog = RateLimitedLog(log)
 
     @property
     def started(self) -> GroupCommitter | None:
-        """The committer once the first append has started it."""
+        """The committer once the first append has started it (None again after a fork)."""
+        if self._epoch != REGISTRY.epoch:
+            self._forget_parent()
         return self._committer
 
     @property
     def committer(self) -> GroupCommitter:
-        committer = self._committer
+        committer = self.started
         if committer is None:
             with self._lock:
                 if self._committer is None:
@@ -69,6 +76,15 @@ class _SpoolWriter:
                         self._shipping = self._start_shipping()
                 committer = self._committer
         return committer
+
+    def _forget_parent(self) -> None:
+        """In a forked child: drop the parent's writer and shipper without stopping them
+        (the registry keeps them); the next append starts this process's own."""
+        # The parent's lock may have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
+        self._committer = None
+        self._shipping = None
+        self._epoch = REGISTRY.epoch
 
     def rows(self, spans: Iterable[object], kind: EventKind) -> list[Row]:
         """Snapshot each span as its exact JSON; refused spans are counted, not returned."""
@@ -114,6 +130,8 @@ class _SpoolWriter:
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        if self._epoch != REGISTRY.epoch:
+            self._forget_parent()  # the parent's writer and shipper are not ours to stop
         with self._lock:
             committer, self._committer = self._committer, None
             shipping, self._shipping = self._shipping, None

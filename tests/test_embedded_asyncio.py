@@ -205,10 +205,10 @@ def test_starting_the_shipper_on_the_first_call_does_not_block_the_agent_loop(
     """The first ``await on_span_start`` starts the process's shipper (entry point, imports,
     thread, spool and SDK client: 0.1 s to 2 s). That must happen off the agent's loop.
 
-    To tell without timing, the start is held: the test owns the embedded registry's lock,
+    To tell without timing, the start is held: the test owns the process registry's lock,
     which ``start_embedded`` takes. If the first call starts the shipper on the loop's
     thread, the loop is stuck on that lock and the agent's other task cannot run."""
-    from shipper import embedded
+    from spool import REGISTRY
 
     processor = SpoolProcessor(tmp_path / "agent.db", ship=ship_config)
     other_task_ran = threading.Event()
@@ -220,7 +220,7 @@ def test_starting_the_shipper_on_the_first_call_does_not_block_the_agent_loop(
         await first
         await processor.shutdown(timeout=5)
 
-    with embedded._lock:
+    with REGISTRY._lock:
         agent_thread = threading.Thread(target=asyncio.run, args=(agent(),), name="agent")
         agent_thread.start()
         responsive = other_task_ran.wait(5)
