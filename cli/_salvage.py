@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spool import EventKind, EventState, NewEvent, Spool, ops
+from spool._files import private_copy
 
 from ._options import find_events
 
@@ -127,12 +127,15 @@ def _padded_copy(damaged: Path) -> Path | None:
     if size >= expected:
         return None
     copy = damaged.with_name(f"{damaged.name}.padded")
-    shutil.copyfile(damaged, copy)
+    for suffix in ("", "-wal", "-shm"):  # left over by a salvage that was killed
+        Path(f"{copy}{suffix}").unlink(missing_ok=True)
+    # Scratch copies hold the spans too: 0600, as the spool.
+    private_copy(damaged, copy)
     with copy.open("r+b") as f:
         f.truncate(expected)
     wal = Path(f"{damaged}-wal")
     if wal.exists():
-        shutil.copyfile(wal, Path(f"{copy}-wal"))
+        private_copy(wal, Path(f"{copy}-wal"))
     return copy
 
 

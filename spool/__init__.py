@@ -16,6 +16,7 @@ from ._errors import (
     SpoolFullError,
     SpoolLockedError,
     SpoolOpenError,
+    UnsafeSpoolError,
 )
 from ._mapping import Refused, encode_span, to_param
 from ._model import (
@@ -61,6 +62,7 @@ __all__ = [
     "SpoolStats",
     "SyncSpoolProcessor",
     "Synchronous",
+    "UnsafeSpoolError",
     "default_spool_path",
     "encode_span",
     "file_sizes",

@@ -427,7 +427,9 @@ class GroupCommitter:
                 self._conn.close()
             self._conn = None
         now = time.monotonic()
-        if self._open_error is not None and now < self._next_open_at:
+        # At shutdown every try is a real one: the last chance to write what is queued and
+        # the counts of what was dropped.
+        if self._open_error is not None and now < self._next_open_at and not self._closing:
             raise self._open_error
         try:
             self._conn = connect(self.config)
@@ -533,6 +535,7 @@ def _drop_reason(error: SpoolError) -> str:
         "NotASpoolError": "not_a_spool",
         "NewerSchemaError": "newer_schema",
         "SpoolLockedError": "spool_locked",
+        "UnsafeSpoolError": "unsafe_file",
     }.get(name, "spool_error")
 
 

@@ -5,7 +5,8 @@
     │   ├── NotASpoolError      the file is not a spool-ship spool (or not SQLite at all)
     │   ├── NewerSchemaError    written by a newer spool-ship
     │   ├── SpoolCorruptError   SQLite reports the file as malformed
-    │   └── SpoolLockedError    another process held the write lock past the busy timeout
+    │   ├── SpoolLockedError    another process held the write lock past the busy timeout
+    │   └── UnsafeSpoolError    a link, another user's file, or readable by group or others
     ├── SpoolFullError          the size limit or the disk refused the write
     └── SpoolClosedError        the spool was used after close()
 
@@ -25,6 +26,7 @@ __all__ = [
     "SpoolFullError",
     "SpoolLockedError",
     "SpoolOpenError",
+    "UnsafeSpoolError",
 ]
 
 
@@ -62,3 +64,8 @@ class SpoolFullError(SpoolError):
 
 class SpoolClosedError(SpoolError):
     """The spool was used after it was closed."""
+
+
+class UnsafeSpoolError(SpoolOpenError):
+    """The file is not private to this user: a symbolic link, another user's file, or one
+    group or others can read or write. Refused: spans hold prompts and outputs."""

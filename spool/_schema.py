@@ -20,7 +20,9 @@ from ._errors import (
     SpoolFullError,
     SpoolLockedError,
     SpoolOpenError,
+    UnsafeSpoolError,
 )
+from ._files import check_private, create_private, make_private_dirs
 from ._model import EventKind, EventState, Outcome
 from .config import SpoolConfig
 
@@ -69,17 +71,26 @@ CREATE TABLE meta (
 
 
 def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
-    """Open ``config.path`` as a spool, creating it (mode 0600) when ``create`` is true.
+    """Open ``config.path`` as a spool, creating it (mode 0600, missing directories 0700)
+    when ``create`` is true.
 
-    Raises a :class:`SpoolOpenError` naming the path when the file cannot be used.
+    Raises a :class:`SpoolOpenError` naming the path when the file cannot be used, and an
+    :class:`UnsafeSpoolError` when it is not private to this user (see :mod:`spool._files`).
     """
     path = config.path
-    if not path.exists():
-        if not create:
-            raise SpoolOpenError(path, "no spool at this path")
-        _create_file(path)
-    elif path.is_dir():
-        raise NotASpoolError(path, "is a directory, not a spool file")
+    created = False
+    if create and not os.path.lexists(path):
+        try:
+            make_private_dirs(path.parent)
+            created = create_private(path)
+        except OSError as exc:
+            raise SpoolOpenError(path, f"cannot create the spool: {exc.strerror or exc}") from exc
+    found = check_private(path)
+    if not create and not created and _empty(path, found):
+        # Not a spool that was never written: something else, or nothing, made this file.
+        raise NotASpoolError(
+            path, "is an empty file, not a spool (an agent's processor or 'run --create' makes one)"
+        )
     try:
         conn = sqlite3.connect(
             path,
@@ -91,6 +102,7 @@ def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise translate_error(path, exc) from exc
     try:
+        _same_file(path, found)
         _configure(conn, config)
         _ensure_schema(conn, path)
     except sqlite3.Error as exc:
@@ -102,15 +114,24 @@ def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
     return conn
 
 
-def _create_file(path: Path) -> None:
+def _empty(path: Path, found: os.stat_result) -> bool:
+    """A zero-byte file with no WAL beside it (a new spool's first commits sit in its WAL)."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Create the file ourselves so it is 0600 from the first byte; SQLite gives the WAL
-        # and SHM files the same mode as the database.
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-    except OSError as exc:
-        raise SpoolOpenError(path, f"cannot create the spool: {exc.strerror or exc}") from exc
+        wal = os.lstat(f"{path}-wal").st_size
+    except FileNotFoundError:
+        wal = 0
+    return found.st_size == 0 and wal == 0
+
+
+def _same_file(path: Path, checked: os.stat_result) -> None:
+    """SQLite opens by name: the file it opened must be the one that was checked, not one put
+    in its place (a link, another user's file) in between."""
+    try:
+        now = os.lstat(path)
+    except OSError:
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino):
+        raise UnsafeSpoolError(path, "the file was replaced while it was being opened")
 
 
 def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:

@@ -57,6 +57,8 @@ class _SpoolWriter:
         # not exist.
         self._epoch = REGISTRY.epoch
         self._ratelog = RateLimitedLog(log)
+        # Counted at shutdown: drops the spool could not record (it could not be written).
+        self._unrecorded: dict[str, int] = {}
 
     @property
     def started(self) -> GroupCommitter | None:
@@ -137,8 +139,27 @@ class _SpoolWriter:
             shipping, self._shipping = self._shipping, None
         if committer is not None:
             release_committer(committer, timeout)
+            self._report_unrecorded(committer.local_counts())
         if shipping is not None:
             shipping.release(max(0.0, deadline - time.monotonic()))
+
+    def _report_unrecorded(self, counts: dict[str, int]) -> None:
+        """Say, with the exact count, what the spool does not record: the rate-limited log
+        lines did not name every drop."""
+        self._unrecorded = counts
+        if counts:
+            total = sum(counts.values())
+            detail = ", ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+            log.error(
+                "spool: %d span event(s) were not spooled and %s could not record it (%s)",
+                total,
+                self.config.path,
+                detail,
+            )
+
+    def unrecorded(self) -> dict[str, int]:
+        """What shutdown left uncounted in the spool (it could not be written)."""
+        return dict(self._unrecorded)
 
 
 class SpoolProcessor:
@@ -209,6 +230,12 @@ class SpoolProcessor:
         """Commit what is queued and stop this processor's use of the spool (harmless twice)."""
         await asyncio.to_thread(self._writer.close, timeout)
 
+    def unrecorded(self) -> dict[str, int]:
+        """After :meth:`shutdown`: events not spooled whose count the spool could not record
+        either (it stayed unwritable), by counter name (``dropped:spool_locked``). Also
+        logged at shutdown with the exact count. Empty when the spool holds every count."""
+        return self._writer.unrecorded()
+
 
 class SyncSpoolProcessor:
     """A threaded tracing processor (agentex ``SyncTracingProcessor`` shape).
@@ -252,3 +279,7 @@ class SyncSpoolProcessor:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self._writer.close(timeout)
+
+    def unrecorded(self) -> dict[str, int]:
+        """As :meth:`SpoolProcessor.unrecorded`."""
+        return self._writer.unrecorded()

@@ -238,3 +238,15 @@ async def append_off_loop(spool: SpoolConfig, events: list[NewEvent]) -> None:
             return opened.append(events)
 
     assert await asyncio.to_thread(append)
+
+
+@pytest.fixture(autouse=True)
+def private_umask() -> Iterator[None]:
+    """Files a test makes (another application's database, a damaged copy) are private to it,
+    as a deployment's would be: the spool refuses a file group or others can read or write
+    (spool/_files.py). Tests of modes set their own umask."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
