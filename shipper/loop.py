@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import functools
 import logging
 import math
@@ -39,6 +38,7 @@ from spool import (
 )
 
 from ._acks import AckWriter
+from ._redact import redact_verdict
 from .classify import ACKED, Action, Verdict, classify
 from .config import ShipperConfig
 from .results import DrainResult, Progress, StopReason
@@ -505,7 +505,7 @@ class Shipper:
             await self._uploader.upload(batch_body([e.payload for e in batch.events]))
             verdict = ACKED
         except Exception as exc:
-            verdict = self._redacted(classify(exc, self._clock()))
+            verdict = redact_verdict(classify(exc, self._clock()), self.config.api_key)
         batch.verdicts.append(verdict)
         if verdict.action is not Action.ACK:
             log.info(
@@ -513,15 +513,6 @@ class Shipper:
                 len(batch.events), batch.attempts, verdict.action.value, verdict.describe(),
                 (time.perf_counter() - started) * 1000,
             )  # fmt: skip
-        return verdict
-
-    def _redacted(self, verdict: Verdict) -> Verdict:
-        """The endpoint's detail, minus our API key should it echo it: the detail is stored in
-        the spool (last error, blocked reason) and logged."""
-        key = self.config.api_key
-        # A key too short to be a real one would mangle ordinary words.
-        if key and len(key) >= 8 and key in verdict.detail:
-            return dataclasses.replace(verdict, detail=verdict.detail.replace(key, "***"))
         return verdict
 
     def _should_stop(self, state: RetryCallState) -> bool:

@@ -144,7 +144,10 @@ def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:
     try:
         _check_identity(conn, config.path, *_identity(conn))
     finally:
-        conn.execute("ROLLBACK")
+        # An I/O error ends the transaction itself: a ROLLBACK then would fail ("cannot
+        # rollback") and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
     mode = _switch_to_wal(conn, config.busy_timeout)
     if str(mode).lower() != "wal":
         raise SpoolOpenError(config.path, f"cannot switch to WAL mode (journal_mode={mode})")
@@ -228,6 +231,12 @@ def translate_error(path: str | Path, exc: sqlite3.Error) -> SpoolError:
         return SpoolLockedError(path, f"another process holds the spool's lock ({text})")
     if "full" in lowered:
         return SpoolFullError(path, f"no room to write ({text})")
+    if "disk i/o error" in lowered:
+        return SpoolError(
+            path,
+            f"I/O error reading or writing the spool or its -wal/-shm ({text}); a removed -wal "
+            "or a failing disk does this: run 'spool-ship doctor'",
+        )
     if "unable to open" in lowered or "readonly" in lowered or "read-only" in lowered:
         return SpoolOpenError(path, f"cannot open the spool for writing ({text})")
     return SpoolError(path, text)

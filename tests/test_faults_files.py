@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import run_program, span_item
 
-from spool import Spool, SyncSpoolProcessor, UnsafeSpoolError
+from spool import Spool, SyncSpoolProcessor, UnsafeSpoolError, ops
 from spool._files import private_copy
 
 OTHER_UID = 54321
@@ -197,3 +199,29 @@ def test_drain_does_not_turn_an_empty_file_into_a_spool(tmp_path: Path) -> None:
         assert "delivered" not in done.stdout
     assert path.stat().st_size == 0
     assert not Path(f"{path}-wal").exists()
+
+
+def test_a_deleted_wal_surfaces_the_io_error(tmp_path: Path) -> None:
+    """A process holds the spool with commits only in its WAL; the -wal is removed; another
+    process opening the spool meets an I/O error and must say so, not "cannot rollback"."""
+    path = tmp_path / "spool.db"
+    holder = Spool.open(path)  # the schema it creates stays in its WAL while it is open
+    holder.run(ops.add_counters({"dropped:spool_full": 1}))
+    Path(f"{path}-wal").unlink()
+    try:
+        code = (
+            "import sys\nfrom spool import Spool, SpoolError\n"
+            "try:\n    Spool.open(sys.argv[1]).stats()\n"
+            "except SpoolError as exc:\n    print(exc)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        holder.close()
+    assert "disk I/O error" in done.stdout, done.stdout
+    assert "cannot rollback" not in done.stdout
