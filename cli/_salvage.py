@@ -25,14 +25,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spool import EventKind, EventState, NewEvent, Spool, ops
+from spool import Counter, EventKind, EventState, NewEvent, Spool, ops
 from spool._files import private_copy
 
 from ._options import find_events
 
 __all__ = ["LOST_REASON", "SalvageReport", "move_aside", "salvage"]
 
-LOST_REASON = "salvage_lost"
+LOST_REASON = Counter.DROPPED_SALVAGE_LOST.reason
 _CHUNK = 512
 # Chunks in a row with nothing but unreadable seqs before the salvage stops looking (a
 # garbled high-water mark must not send it through billions of seqs).
@@ -175,7 +175,7 @@ def _salvage(damaged: Path, target: Spool) -> SalvageReport:
     finally:
         conn.close()
     if report.lost:
-        key = f"dropped:{LOST_REASON}"
+        key = Counter.DROPPED_SALVAGE_LOST
         counters[key] = counters.get(key, 0) + report.lost
     target.run(ops.add_counters(counters))
     if meta:

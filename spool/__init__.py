@@ -21,6 +21,7 @@ from ._errors import (
 from ._mapping import Refused, encode_span, to_param
 from ._model import (
     ClaimedEvent,
+    Counter,
     EventKind,
     EventRecord,
     EventState,
@@ -39,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AsyncSpool",
     "ClaimedEvent",
+    "Counter",
     "EventKind",
     "EventRecord",
     "EventState",

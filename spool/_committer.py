@@ -22,7 +22,16 @@ from functools import partial
 from itertools import chain
 from pathlib import Path
 
-from ._errors import SpoolError
+from ._errors import (
+    NewerSchemaError,
+    NotASpoolError,
+    SpoolCorruptError,
+    SpoolError,
+    SpoolFullError,
+    SpoolLockedError,
+    UnsafeSpoolError,
+)
+from ._model import Counter
 from ._ratelog import RateLimitedLog
 from ._registry import REGISTRY
 from ._schema import connect, translate_error
@@ -179,7 +188,7 @@ class GroupCommitter:
         self._enqueue(rows, future)
         return future
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: Counter, n: int = 1) -> None:
         """Add to a counter with the next commit (refused and dropped events), without waiting."""
         with self._cond:
             self._counts[name] = self._counts.get(name, 0) + n
@@ -290,14 +299,14 @@ class GroupCommitter:
             if self._conn is not None:
                 self._rollback(self._conn)
             error = _as_spool_error(self.config.path, exc)
-            reason = _drop_reason(error)
+            counter = _drop_counter(error)
             results = [False] * len(batch.calls)
             stored = 0
-            counts[f"dropped:{reason}"] = counts.get(f"dropped:{reason}", 0) + len(batch.rows)
+            counts[counter] = counts.get(counter, 0) + len(batch.rows)
             self._unflushed = counts
             if batch.rows:
                 self._ratelog.warning(
-                    reason, f"spool: dropped {len(batch.rows)} span event(s): {error}"
+                    counter, f"spool: dropped {len(batch.rows)} span event(s): {error}"
                 )
         batch.results[:] = results
         return stored
@@ -365,7 +374,7 @@ class GroupCommitter:
                 kept.extend(rows)
                 results[i] = True
             else:
-                counts["dropped:spool_full"] = counts.get("dropped:spool_full", 0) + n
+                counts[_FULL] = counts.get(_FULL, 0) + n
         if len(kept) < len(batch.rows):
             self._ratelog.warning(
                 "spool_full",
@@ -389,7 +398,7 @@ class GroupCommitter:
             if _used_bytes(conn) > self.config.max_bytes:
                 conn.execute("ROLLBACK TO call")
                 results[i] = False
-                counts["dropped:spool_full"] = counts.get("dropped:spool_full", 0) + n
+                counts[_FULL] = counts.get(_FULL, 0) + n
             else:
                 kept.extend(rows)
             conn.execute("RELEASE call")
@@ -494,7 +503,7 @@ def _delete_oldest(
     counts: dict[str, int] | None = None,
 ) -> int:
     """Delete rows in ``state``, oldest first, until ``want`` bytes are free; the bytes freed.
-    With ``counts``, the deleted rows are counted as ``dropped:evicted``."""
+    With ``counts``, the deleted rows are counted as ``Counter.DROPPED_EVICTED``."""
     before = _used_bytes(conn)
     chunk = first_chunk
     while _used_bytes(conn) > before - want:
@@ -506,7 +515,7 @@ def _delete_oldest(
         if cur.rowcount <= 0:
             break
         if counts is not None:
-            counts["dropped:evicted"] = counts.get("dropped:evicted", 0) + cur.rowcount
+            counts[_EVICTED] = counts.get(_EVICTED, 0) + cur.rowcount
         chunk = min(2 * chunk, _PRUNE_CHUNK)
     return before - _used_bytes(conn)
 
@@ -527,16 +536,23 @@ def _as_spool_error(path: Path, exc: Exception) -> SpoolError:
     return SpoolError(path, f"unexpected error in the spool writer: {exc!r}")
 
 
-def _drop_reason(error: SpoolError) -> str:
-    name = type(error).__name__
-    return {
-        "SpoolFullError": "disk_full",
-        "SpoolCorruptError": "spool_corrupt",
-        "NotASpoolError": "not_a_spool",
-        "NewerSchemaError": "newer_schema",
-        "SpoolLockedError": "spool_locked",
-        "UnsafeSpoolError": "unsafe_file",
-    }.get(name, "spool_error")
+def _drop_counter(error: SpoolError) -> Counter:
+    for kind, counter in _DROP_COUNTERS:
+        if isinstance(error, kind):
+            return counter
+    return Counter.DROPPED_SPOOL_ERROR
+
+
+_DROP_COUNTERS: tuple[tuple[type[SpoolError], Counter], ...] = (
+    (SpoolFullError, Counter.DROPPED_DISK_FULL),
+    (SpoolCorruptError, Counter.DROPPED_SPOOL_CORRUPT),
+    (NotASpoolError, Counter.DROPPED_NOT_A_SPOOL),
+    (NewerSchemaError, Counter.DROPPED_NEWER_SCHEMA),
+    (SpoolLockedError, Counter.DROPPED_SPOOL_LOCKED),
+    (UnsafeSpoolError, Counter.DROPPED_UNSAFE_FILE),
+)
+_FULL = Counter.DROPPED_SPOOL_FULL
+_EVICTED = Counter.DROPPED_EVICTED
 
 
 _WRITER = "writer"

@@ -332,15 +332,17 @@ def _safe_repr(value: object) -> str:
 # The C encoder json.dumps builds for each call, built once. No ``markers``: a cycle is caught
 # as RecursionError instead of ValueError, and both take the same fallback in _dumps. Without
 # markers the encoder keeps no state between calls, so threads may share it.
+# A private API: where it is missing (not CPython) or takes other arguments (a TypeError on
+# another Python), json.dumps does the work.
 _encode: Callable[[object, int], list[str]] | None
 try:
     from _json import make_encoder as _make_encoder
-except ImportError:  # pragma: no cover - not CPython
-    _encode = None
-else:
+
     _encode = _make_encoder(
         None, _convert, json.encoder.encode_basestring, None, ":", ",", False, False, False
     )
+except (ImportError, TypeError):
+    _encode = None
 
 
 def _sanitize(value: object, seen: set[int]) -> object:

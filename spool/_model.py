@@ -6,7 +6,10 @@ import enum
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DROPPED_PREFIX",
+    "REFUSED_PREFIX",
     "ClaimedEvent",
+    "Counter",
     "EventKind",
     "EventRecord",
     "EventState",
@@ -30,6 +33,56 @@ class EventKind(enum.StrEnum):
 
     START = "start"
     END = "end"
+
+
+DROPPED_PREFIX = "dropped:"
+REFUSED_PREFIX = "refused:"
+
+
+class Counter(enum.StrEnum):
+    """Every counter the spool keeps (its ``counters`` table), by name.
+
+    ``dropped:<reason>``: valid events that were not spooled; ``refused:<reason>``: invalid
+    events; ``superseded``: starts not sent because their end carries the span.
+    """
+
+    SUPERSEDED = "superseded"
+    DROPPED_SPOOL_FULL = "dropped:spool_full"
+    DROPPED_EVICTED = "dropped:evicted"
+    DROPPED_DISK_FULL = "dropped:disk_full"
+    DROPPED_SPOOL_CORRUPT = "dropped:spool_corrupt"
+    DROPPED_NOT_A_SPOOL = "dropped:not_a_spool"
+    DROPPED_NEWER_SCHEMA = "dropped:newer_schema"
+    DROPPED_SPOOL_LOCKED = "dropped:spool_locked"
+    DROPPED_UNSAFE_FILE = "dropped:unsafe_file"
+    DROPPED_SPOOL_ERROR = "dropped:spool_error"
+    DROPPED_SALVAGE_LOST = "dropped:salvage_lost"
+    REFUSED_MISSING_NAME = "refused:missing_name"
+    REFUSED_MISSING_TRACE_ID = "refused:missing_trace_id"
+    REFUSED_MISSING_START_TIMESTAMP = "refused:missing_start_timestamp"
+    REFUSED_INVALID_TIMESTAMP = "refused:invalid_timestamp"
+    REFUSED_END_BEFORE_START = "refused:end_before_start"
+    REFUSED_NUL_IN_ID = "refused:nul_in_id"
+    REFUSED_INVALID_ID = "refused:invalid_id"
+    REFUSED_ID_TOO_LONG = "refused:id_too_long"
+    REFUSED_TOO_LARGE = "refused:too_large"
+    REFUSED_INVALID_SPAN = "refused:invalid_span"
+    REFUSED_UNSERIALIZABLE = "refused:unserializable"
+
+    @property
+    def reason(self) -> str:
+        """The reason a drop or refusal is shown under (``spool_full``)."""
+        return self.value.partition(":")[2]
+
+    @classmethod
+    def refused(cls, reason: str) -> Counter:
+        """The counter of a refusal's ``reason`` (:class:`spool.Refused`); an unknown reason
+        counts as ``invalid_span`` rather than raise into the agent (a test keeps the list
+        complete)."""
+        try:
+            return cls(REFUSED_PREFIX + reason)
+        except ValueError:
+            return cls.REFUSED_INVALID_SPAN
 
 
 class MetaKey(enum.StrEnum):

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._model import (
+    DROPPED_PREFIX,
+    REFUSED_PREFIX,
     ClaimedEvent,
+    Counter,
     EventKind,
     EventRecord,
     EventState,
@@ -163,7 +166,7 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
     yield Query(_RELEASE_EXPIRED, (now,))
     superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200)))
     if superseded:
-        yield Query(_ADD_COUNTER, ("superseded", len(superseded)))
+        yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, len(superseded)))
     rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, limit))
     rows.sort(key=lambda row: int(row[0]))
     ends = [(row[2], row[1]) for row in rows if row[3] == _END]
@@ -173,7 +176,7 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
         yield Query(_SUPERSEDE_SPANS, (now, json.dumps(ends)))
         late = int((yield _CHANGES)[0][0])
         if late:
-            yield Query(_ADD_COUNTER, ("superseded", late))
+            yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, late))
     return [
         ClaimedEvent(row[0], row[1], row[2], _KINDS[row[3]], bytes(row[4]), row[5], row[6])
         for row in rows
@@ -196,7 +199,7 @@ def ack(seqs: Sequence[int], now: float) -> Tx[int]:
         yield Query(_SUPERSEDE_BY_SHIPPED_ENDS, (now, _seqs(seqs)))
         late = int((yield _CHANGES)[0][0])
         if late:
-            yield Query(_ADD_COUNTER, ("superseded", late))
+            yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, late))
     return acked
 
 
@@ -365,9 +368,9 @@ def stats() -> Tx[SpoolStats]:
         leased=by_state.get(_L, 0),
         done=by_state.get(_D, 0),
         dead=by_state.get(_X, 0),
-        superseded=counters.get("superseded", 0),
-        dropped=_prefixed(counters, "dropped:"),
-        refused=_prefixed(counters, "refused:"),
+        superseded=counters.get(Counter.SUPERSEDED, 0),
+        dropped=_prefixed(counters, DROPPED_PREFIX),
+        refused=_prefixed(counters, REFUSED_PREFIX),
         oldest_pending_at=oldest[0][0] if oldest else None,
         meta=meta,
     )

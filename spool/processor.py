@@ -22,7 +22,7 @@ from typing import Any
 
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
 from ._mapping import NotASpan, Refused, encode_span
-from ._model import EventKind
+from ._model import Counter, EventKind
 from ._ratelog import RateLimitedLog
 from ._registry import REGISTRY
 from ._shipping import ShippingHandle, start_shipping
@@ -100,19 +100,21 @@ class _SpoolWriter:
             try:
                 span_id, trace_id, payload = encode_span(span, kind, max_bytes)
             except Refused as refused:
-                self.count(f"refused:{refused.reason}", f"spool: refused a span event: {refused}")
+                counter = Counter.refused(refused.reason)
+                self.count(counter, f"spool: refused a span event: {refused}")
                 continue
             except NotASpan:
                 raise
             except Exception as exc:
                 # Whatever else a span's own code raises (properties, __repr__, model_dump)
                 # is tracing trouble, not the agent's: count it and carry on.
-                self.count("refused:unserializable", f"spool: cannot serialize a span: {exc!r}")
+                message = f"spool: cannot serialize a span: {exc!r}"
+                self.count(Counter.REFUSED_UNSERIALIZABLE, message)
                 continue
             rows.append((span_id, trace_id, value, payload, now))
         return rows
 
-    def count(self, counter: str, message: str, n: int = 1) -> None:
+    def count(self, counter: Counter, message: str, n: int = 1) -> None:
         self._ratelog.warning(counter, message)
         try:
             self.committer.count(counter, n)
@@ -120,7 +122,8 @@ class _SpoolWriter:
             log.debug("spool: could not count %s", counter, exc_info=True)
 
     def dropped(self, rows: list[Row], exc: BaseException) -> None:
-        self.count("dropped:spool_error", f"spool: dropped span event(s): {exc}", len(rows))
+        message = f"spool: dropped span event(s): {exc}"
+        self.count(Counter.DROPPED_SPOOL_ERROR, message, len(rows))
 
     def _start_shipping(self) -> ShippingHandle | None:
         try:
