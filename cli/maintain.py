@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import json
-import sqlite3
 import sys
 import time
 from typing import Annotated, Any
@@ -18,9 +17,10 @@ from spool import (
     SpoolConfig,
     SpoolCorruptError,
     SpoolError,
-    SpoolLockedError,
     file_sizes,
+    maintenance,
     ops,
+    salvage,
 )
 
 from ._errors import EXIT_FAILED, EXIT_SPOOL, EXIT_USAGE, CommandError
@@ -35,7 +35,6 @@ from ._options import (
     spool_config,
 )
 from ._render import human_bytes
-from ._salvage import move_aside, salvage
 
 __all__ = ["PurgeState", "doctor", "purge", "retry", "stdin_is_tty"]
 
@@ -198,34 +197,51 @@ def doctor(
 
     Exit 0: the spool is sound. Exit 1: it was damaged and has been replaced by a fresh
     spool holding what could be salvaged. Exit 3: it cannot be opened, or is damaged and
-    was left alone.
+    was left alone. A salvage that was stopped part-way is taken up again where it stopped.
     """
     config = spool_config(spool, busy_timeout)
     before = sum(file_sizes(config.path))
     report: dict[str, Any] = {"path": str(config.path), "bytes_before": before}
-    problem = _check_and_compact(config, report)
-    if problem is None:
-        report["bytes_after"] = sum(file_sizes(config.path))
-        report["repaired"] = False
-        _print_doctor(as_json, report)
-        return
-    typer.echo(f"{config.path}: damaged: {problem}", err=True)
-    _confirm(
-        f"Move {config.path} aside and salvage what it holds into a fresh spool? "
-        "(Stop the agents and shippers that use it first.)",
-        yes,
-        f"{config.path} is damaged and was left as it is: stdin is not a terminal; pass "
-        "--yes to move it aside and salvage what it holds",
-        refusal_code=EXIT_SPOOL,
-    )
-    aside = move_aside(config.path, time.time())
+    stopped = salvage.unfinished(config.path)
+    if stopped is None:
+        problem = _check_and_compact(config, report)
+        if problem is None:
+            report["bytes_after"] = sum(file_sizes(config.path))
+            report["repaired"] = False
+            _print_doctor(as_json, report)
+            return
+        typer.echo(f"{config.path}: damaged: {problem}", err=True)
+        _confirm(
+            f"Move {config.path} aside and salvage what it holds into a fresh spool? "
+            "(Stop the agents and shippers that use it first.)",
+            yes,
+            f"{config.path} is damaged and was left as it is: stdin is not a terminal; pass "
+            "--yes to move it aside and salvage what it holds",
+            refusal_code=EXIT_SPOOL,
+        )
+    else:
+        problem = f"a salvage from {stopped} was stopped part-way"
+        report["integrity"] = [problem]
+        typer.echo(f"{config.path}: {problem}; events may be only in that copy", err=True)
+        _confirm(
+            f"Finish the salvage from {stopped} into {config.path}?",
+            yes,
+            f"{config.path}: {problem} and was left as it is: stdin is not a terminal; pass "
+            "--yes to finish it",
+            refusal_code=EXIT_SPOOL,
+        )
+    aside = salvage.begin(config.path, time.time())
     try:
         with Spool.open(config) as fresh:
-            found = salvage(aside, fresh)
+            found = salvage.salvage(aside, fresh)
     except SpoolError as exc:
         raise CommandError(
-            f"{config.path}: salvage from {aside} failed: {exc}", EXIT_SPOOL
+            f"{config.path}: salvage from {aside} failed: {exc}; the events not yet salvaged "
+            "are still in that copy: run 'spool-ship doctor' again to take it up where it "
+            "stopped",
+            EXIT_SPOOL,
         ) from None
+    salvage.finish(config.path)
     report |= {
         "integrity": report.get("integrity") or [problem],
         "repaired": True,
@@ -240,56 +256,23 @@ def _check_and_compact(config: SpoolConfig, report: dict[str, Any]) -> str | Non
     """Run the checks and the upkeep on a sound spool; the problem, if it is not sound."""
     try:
         with open_spool(config) as opened:
-            verdict = _integrity(opened)
-            report["integrity"] = verdict
-            if verdict != ["ok"] and _only_indexes(verdict):
+            verdict = report["integrity"] = maintenance.integrity(opened)
+            if verdict != ["ok"] and maintenance.only_indexes(verdict):
                 # The rows are intact and only an index disagrees: rebuild it in place.
-                _execute(opened, "REINDEX")
+                maintenance.reindex(opened)
                 report["reindexed"] = True
-                verdict = report["integrity"] = _integrity(opened)
+                verdict = report["integrity"] = maintenance.integrity(opened)
             if verdict != ["ok"]:
                 shown = "; ".join(verdict[:3]) + ("; ..." if len(verdict) > 3 else "")
                 return f"integrity check failed: {shown}"
             busy, frames, copied = opened.checkpoint("TRUNCATE")
             report["checkpoint"] = {"busy": bool(busy), "wal_frames": frames, "copied": copied}
-            _vacuum(opened)
+            maintenance.vacuum(opened)
             report["vacuumed"] = True
             opened.checkpoint("TRUNCATE")
     except SpoolCorruptError as exc:
         return str(exc).removeprefix(f"{config.path}: ").split("; run 'spool-ship doctor'")[0]
     return None
-
-
-def _integrity(opened: Spool) -> list[str]:
-    return [line for item in opened.integrity_check() for line in item.splitlines()]
-
-
-def _only_indexes(verdict: list[str]) -> bool:
-    """Whether every complaint is about an index (``row 5 missing from index ...``, ``wrong #
-    of entries in index ...``), which REINDEX rebuilds from the table."""
-    lines = [line for line in verdict if not line.startswith("*** in database")]
-    return bool(lines) and all(" index " in f" {line} " for line in lines)
-
-
-def _vacuum(opened: Spool) -> None:
-    # The spool has no operation for VACUUM; it runs on the spool's own connection (every
-    # pragma set) outside any transaction, which VACUUM requires.
-    _execute(opened, "VACUUM")
-
-
-def _execute(opened: Spool, statement: str) -> None:
-    try:
-        opened.conn.execute(statement)
-    except sqlite3.Error as exc:
-        text = str(exc)
-        path = opened.config.path
-        if "malformed" in text.lower() or "corrupt" in text.lower():
-            raise SpoolCorruptError(path, f"{statement} failed ({text})") from exc
-        if "locked" in text.lower() or "busy" in text.lower():
-            raise SpoolLockedError(
-                path, f"another process holds the spool's lock ({statement}: {text})"
-            ) from exc
-        raise SpoolError(path, f"{statement} failed ({text})") from exc
 
 
 def _print_doctor(as_json: bool, report: dict[str, Any]) -> None:
@@ -324,6 +307,11 @@ def _print_doctor(as_json: bool, report: dict[str, Any]) -> None:
         "(their index pages are unreadable too)",
     ):
         typer.echo(line)
+    if report["resumed"]:
+        typer.echo(
+            f"resumed    a salvage stopped part-way was taken up where it stopped "
+            f"({report['resumed']} time(s)); nothing was copied twice"
+        )
     if not report["table_readable"]:
         typer.echo(
             f"warning    the events table could not be read at all: nothing was salvaged and "

@@ -94,6 +94,9 @@ class MetaKey(enum.StrEnum):
     LAST_ERROR_AT = "last_error_at"
     LAST_SUCCESS_AT = "last_success_at"
     """Unix time of the last batch the endpoint accepted."""
+    SALVAGE = "salvage_progress"
+    """Written by ``spool-ship doctor`` into the fresh spool as it salvages a damaged one:
+    where it is (so a stopped salvage resumes there) and, once finished, what it found."""
 
 
 class Outcome(enum.StrEnum):

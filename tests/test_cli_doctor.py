@@ -7,6 +7,8 @@ import json
 import random
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,8 @@ import pytest
 from test_cli_inspect import as_json, build_spool, cli, event, payload
 
 from cli import maintain
-from cli._salvage import move_aside
-from spool import EventKind, EventState, Spool, SpoolConfig
+from spool import EventKind, EventState, MetaKey, Spool, SpoolConfig
+from spool.salvage import marker, move_aside
 
 PAGE = 4096
 
@@ -254,3 +256,123 @@ def test_every_seq_is_accounted_for_whatever_pages_are_hit(tmp_path: Path, seed:
     assert report["table_readable"] is True
     assert report["salvaged"] + report["lost"] + report["unreadable"] == 1200
     assert as_json(cli("status", "--json", "--spool", path))["pending"] == report["salvaged"]
+
+
+# ---- a salvage stopped part-way (issue 12) -------------------------------------------------
+
+KILL_BOUND = 120.0
+
+
+def salvage_progress(path: Path) -> dict[str, Any] | None:
+    """The progress a running salvage has committed to the fresh spool at ``path``, read
+    without creating anything."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (MetaKey.SALVAGE.value,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None  # not created yet, or its schema not yet committed
+    progress: dict[str, Any] | None = json.loads(row[0]) if row else None
+    return progress
+
+
+def damaged_copy(path: Path, events: int) -> None:
+    fill(path, events)
+    pages = path.stat().st_size // PAGE
+    overwrite_pages(path, pages // 2, 3)
+
+
+def span_ids(path: Path) -> list[tuple[str, str]]:
+    return sorted((r.span_id, r.state.value) for r in records(path))
+
+
+@pytest.mark.slow
+def test_a_doctor_killed_part_way_is_finished_by_the_next_one(tmp_path: Path) -> None:
+    events = 60_000
+    path = tmp_path / "spool.db"
+    damaged_copy(path, events)
+    reference = tmp_path / "reference" / "spool.db"
+    reference.parent.mkdir()
+    shutil.copyfile(path, reference)
+    code, expected = doctor(reference, "--yes")
+    assert code == 1
+
+    command = [str(Path(sys.executable).with_name("spool-ship")), "doctor", "--yes"]
+    with subprocess.Popen(
+        [*command, "--spool", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ) as proc:
+        give_up = time.monotonic() + KILL_BOUND
+        while (progress := salvage_progress(path)) is None:
+            assert proc.poll() is None, "doctor finished before it could be killed"
+            assert time.monotonic() < give_up, "no salvage progress in time"
+            time.sleep(0.005)
+        proc.kill()
+    assert not progress["done"]
+    assert progress["next_seq"] < events
+    aside = Path(progress["source"])
+    assert aside.exists()
+    assert marker(path).exists(), "the kill came after the salvage had finished"
+
+    # Events sit only in the moved-aside copy: no doctor says the spool is fine.
+    code, report = doctor(path)
+    assert code == 3
+    assert report == {}
+    code, report = doctor(path, "--yes")
+
+    assert code == 1
+    assert report["moved_to"] == str(aside)
+    assert report["resumed"] == 1
+    for key in ("salvaged", "lost", "unreadable", "done_left_behind", "salvaged_dead"):
+        assert report[key] == expected[key], key
+    assert report["salvaged"] + report["lost"] + report["unreadable"] == events
+    # Nothing lost, nothing twice: the same events as an uninterrupted salvage.
+    assert span_ids(path) == span_ids(reference)
+    facts = as_json(cli("status", "--json", "--spool", path))
+    assert facts["dropped_by_reason"].get("salvage_lost", 0) == report["lost"]
+    assert not marker(path).exists()
+    assert doctor(path)[0] == 0
+
+
+def test_a_salvage_stopped_before_the_move_is_taken_up(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    damaged_copy(path, 1500)
+    aside = path.with_name(f"{path.name}.corrupt-20250101T000000Z")
+    marker(path).write_text(f"{aside}\n")  # written, then killed before the rename
+
+    code, report = doctor(path)  # without --yes and without a terminal: left alone
+    assert code == 3
+    assert path.exists()
+    assert not aside.exists()
+    code, report = doctor(path, "--yes")
+
+    assert code == 1
+    assert report["moved_to"] == str(aside)
+    assert aside.exists()
+    assert report["salvaged"] + report["lost"] + report["unreadable"] == 1500
+    assert not marker(path).exists()
+
+
+def test_a_salvage_stopped_after_it_finished_copies_nothing_twice(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    damaged_copy(path, 1500)
+    code, first = doctor(path, "--yes")
+    assert code == 1
+    salvaged = span_ids(path)
+    marker(path).write_text(f"{first['moved_to']}\n")  # killed before the marker was removed
+
+    code, again = doctor(path, "--yes")
+
+    assert code == 1
+    assert {k: again[k] for k in ("salvaged", "lost", "moved_to")} == {
+        k: first[k] for k in ("salvaged", "lost", "moved_to")
+    }
+    assert span_ids(path) == salvaged
+    facts = as_json(cli("status", "--json", "--spool", path))
+    assert facts["dropped_by_reason"].get("salvage_lost", 0) == first["lost"]
+    assert not marker(path).exists()

@@ -12,7 +12,6 @@ MODULES = [
     "cli._errors",
     "cli._options",
     "cli._render",
-    "cli._salvage",
     "cli.inspect",
     "cli.maintain",
 ]

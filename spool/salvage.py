@@ -1,15 +1,29 @@
-"""Salvage what a damaged spool still holds into a fresh one (``spool-ship doctor``).
+"""Salvage what a damaged spool still holds into a fresh one (``spool-ship doctor``), in steps
+that a kill at any point leaves resumable.
 
 The damaged file is read with plain ``sqlite3``: the spool's own connection refuses it, which
-is right for every other command. It is read a range of seqs at a time; a range that SQLite
-cannot read is split in two until the unreadable rows stand alone, so one bad page costs the
-rows on it and no others. The ``events_by_state`` index is read the same way, separately: it
-says which rows existed, and in which state, even where the table's own pages are gone. That
-is how lost events are counted instead of guessed.
+is right for every other use. It is read a range of seqs at a time; a range that SQLite cannot
+read is split in two until the unreadable rows stand alone, so one bad page costs the rows on
+it and no others. The ``events_by_state`` index is read the same way, separately: it says
+which rows existed, and in which state, even where the table's own pages are gone. That is how
+lost events are counted instead of guessed.
 
 Salvaged pending and leased events go back as pending (attempts reset), dead events go back
 dead with their error, done events stay behind (they were delivered). Lost events that were
-not done are counted as dropped with the reason ``salvage_lost``.
+not done are counted as dropped (``Counter.DROPPED_SALVAGE_LOST``).
+
+Restartable: before anything moves, a marker ``<spool>.salvage`` names the moved-aside copy
+(:func:`begin`). Each range of seqs goes into the fresh spool in one transaction with the
+progress (the next seq, the counts so far) in its meta table; the last transaction adds the
+counters and facts of the damaged spool and marks the salvage finished; only then is the
+marker removed (:func:`finish`). A salvage killed at any point is taken up again where it
+stopped (:func:`unfinished`, then :func:`salvage` again), nothing copied twice, nothing left
+only in the moved-aside copy.
+
+>>> aside = begin(path, time.time())
+>>> with Spool.open(config) as fresh:
+...     report = salvage(aside, fresh)
+>>> finish(path)
 """
 
 from __future__ import annotations
@@ -20,19 +34,28 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spool import Counter, EventKind, EventState, NewEvent, Spool, ops
-from spool._files import private_copy
+from ._committer import _USED_BYTES
+from ._files import private_copy
+from ._model import Counter, EventKind, EventState, MetaKey
+from .ops import Query, Tx, add_counters, set_meta
+from .store import Spool
 
-from ._options import find_events
+__all__ = [
+    "MARKER_SUFFIX",
+    "SalvageReport",
+    "begin",
+    "finish",
+    "move_aside",
+    "salvage",
+    "unfinished",
+]
 
-__all__ = ["LOST_REASON", "SalvageReport", "move_aside", "salvage"]
-
-LOST_REASON = Counter.DROPPED_SALVAGE_LOST.reason
+MARKER_SUFFIX = ".salvage"
 _CHUNK = 512
 # Chunks in a row with nothing but unreadable seqs before the salvage stops looking (a
 # garbled high-water mark must not send it through billions of seqs).
@@ -42,6 +65,13 @@ _KINDS = {k.value: k for k in EventKind}
 _STATES = {s.value for s in EventState}
 _DONE = EventState.DONE.value
 _DEAD = EventState.DEAD.value
+_PENDING = EventState.PENDING.value
+# Per-row bytes beyond the payload, as the writer estimates them (spool/_committer.py).
+_ROW_OVERHEAD = 160
+_INSERT = (
+    "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at, state, last_error, "
+    "done_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(slots=True)
@@ -66,6 +96,8 @@ class SalvageReport:
     table_readable: bool = True
     """False when not even the bounds of the events table could be read: nothing was
     salvaged and nothing can be counted (``sqlite3 FILE .recover`` may get further)."""
+    resumed: int = 0
+    """How many times this salvage was taken up again after it was stopped part-way."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,36 +109,125 @@ class SalvageReport:
             "refused_by_new_spool": self.refused,
             "table_readable": self.table_readable,
             "gave_up_at_seq": self.gave_up_at,
+            "resumed": self.resumed,
         }
 
 
-def move_aside(path: Path, now: float) -> Path:
-    """Rename the spool, its WAL and its shared-memory file to ``<path>.corrupt-<UTC time>``.
+@dataclass(frozen=True, slots=True)
+class _Progress:
+    """Kept in the fresh spool's meta table (``MetaKey.SALVAGE``), written with each range."""
 
-    The WAL moves first: a crash between the renames must not leave an old WAL beside a new
-    spool, where SQLite would replay it into the fresh file."""
+    source: str
+    next_seq: int
+    done: bool
+    report: dict[str, Any]
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, text: str) -> _Progress | None:
+        try:
+            raw = json.loads(text)
+            return cls(str(raw["source"]), int(raw["next_seq"]), bool(raw["done"]), raw["report"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def salvage_report(self) -> SalvageReport:
+        names = {f.name for f in fields(SalvageReport)}
+        return SalvageReport(**{k: v for k, v in self.report.items() if k in names})
+
+
+# ---- the steps around the copy -------------------------------------------------------------
+
+
+def marker(path: Path) -> Path:
+    return path.with_name(f"{path.name}{MARKER_SUFFIX}")
+
+
+def unfinished(path: Path) -> Path | None:
+    """The moved-aside copy a salvage of ``path`` was working from when it stopped, if any."""
+    try:
+        text = marker(path).read_text()
+    except FileNotFoundError:
+        return None
+    aside = Path(text.strip())
+    return aside if aside.name.startswith(f"{path.name}.corrupt-") else None
+
+
+def begin(path: Path, now: float) -> Path:
+    """Name the moved-aside copy in the marker, then move the spool there; the copy's path.
+    A salvage that was stopped before the move is taken up by calling this again."""
+    aside = unfinished(path)
+    if aside is None:
+        aside = _aside_name(path, now)
+        tmp = marker(path).with_name(f"{marker(path).name}.tmp")
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w") as f:
+            f.write(f"{aside}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, marker(path))
+    if not aside.exists():
+        _move(path, aside)
+    return aside
+
+
+def finish(path: Path) -> None:
+    """The salvage of ``path`` is complete: forget it."""
+    marker(path).unlink(missing_ok=True)
+
+
+def move_aside(path: Path, now: float) -> Path:
+    """Rename the spool, its WAL and its shared-memory file to ``<path>.corrupt-<UTC time>``."""
+    aside = _aside_name(path, now)
+    _move(path, aside)
+    return aside
+
+
+def _aside_name(path: Path, now: float) -> Path:
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
     while any(Path(f"{aside}{s}").exists() for s in ("", "-wal", "-shm")):
         aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
         n += 1
+    return aside
+
+
+def _move(path: Path, aside: Path) -> None:
+    # The WAL moves first: a crash between the renames must not leave an old WAL beside a new
+    # spool, where SQLite would replay it into the fresh file.
     for suffix in ("-wal", "-shm", ""):
         source = Path(f"{path}{suffix}")
         if suffix == "" or source.exists():
             os.replace(source, Path(f"{aside}{suffix}"))
-    return aside
 
 
-def salvage(damaged: Path, target: Spool) -> SalvageReport:
-    """Copy what can be read from ``damaged`` into ``target`` (a fresh spool)."""
+# ---- the copy ------------------------------------------------------------------------------
+
+
+def salvage(damaged: Path, target: Spool, now: float | None = None) -> SalvageReport:
+    """Copy what can be read from ``damaged`` into ``target`` (a fresh spool), or take up
+    where a stopped salvage of the same copy left off. Dead events keep their error and end
+    ``now``."""
+    now = time.time() if now is None else now
+    progress = target.run(_read_progress(), write=False)
+    if progress is not None and progress.source != str(damaged):
+        progress = None  # another salvage's, finished long ago
+    if progress is not None and progress.done:
+        return progress.salvage_report()
+    report = progress.salvage_report() if progress else SalvageReport()
+    if progress is not None:
+        report.resumed += 1
     padded = _padded_copy(damaged)
     try:
-        return _salvage(padded or damaged, target)
+        _salvage(padded or damaged, str(damaged), target, report, progress=progress, now=now)
     finally:
         if padded is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{padded}{suffix}").unlink(missing_ok=True)
+    return report
 
 
 def _padded_copy(damaged: Path) -> Path | None:
@@ -139,22 +260,30 @@ def _padded_copy(damaged: Path) -> Path | None:
     return copy
 
 
-def _salvage(damaged: Path, target: Spool) -> SalvageReport:
-    report = SalvageReport()
+def _salvage(
+    damaged: Path,
+    source: str,
+    target: Spool,
+    report: SalvageReport,
+    *,
+    progress: _Progress | None,
+    now: float,
+) -> None:
     # Read-only: a read-write connection would checkpoint the WAL into the damaged file when
     # it closes. The damaged copy stays as it was found.
     uri = f"{damaged.absolute().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    max_bytes = target.config.max_bytes
     try:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA cell_size_check = ON")
         low, high = _bounds(conn)
-        report.table_readable = high > 0 or _table_exists(conn)
-        dead: list[tuple[str, str, str, str]] = []
-        start, failing = low, 0
+        if progress is None:
+            report.table_readable = high > 0 or _table_exists(conn)
+        start, failing = max(low, progress.next_seq if progress else low), 0
         while start <= high:
             end = min(start + _CHUNK - 1, high)
-            found, errors = _salvage_range(conn, target, start, end, report, dead)
+            rows, found, errors = _read_range(conn, start, end, report, now)
             start = end + 1
             if found:
                 failing = 0
@@ -166,21 +295,53 @@ def _salvage(damaged: Path, target: Spool) -> SalvageReport:
             else:
                 # Nothing here and nothing broken: jump over the gap (pruned rows).
                 after = _next_seq(conn, end)
-                if after is None:
-                    break
-                start = max(start, after)
-        _restore_dead(target, dead, report)
+                start = high + 1 if after is None else max(start, after)
+            if rows or found or start > high:
+                target.run(_store(rows, source, start, report, max_bytes))
         counters = _read_pairs(conn, "SELECT name, value FROM counters", int)
         meta = _read_pairs(conn, "SELECT key, value FROM meta", str)
     finally:
         conn.close()
+    meta.pop(MetaKey.SALVAGE, None)
     if report.lost:
         key = Counter.DROPPED_SALVAGE_LOST
         counters[key] = counters.get(key, 0) + report.lost
-    target.run(ops.add_counters(counters))
-    if meta:
-        target.run(ops.set_meta(dict(meta)))
-    return report
+    done = _Progress(source, start, True, asdict(report))
+    target.run(_finish(counters, meta, done))
+
+
+_Row = tuple[str, str, str, bytes, float, str, str | None, float | None]
+
+
+def _store(
+    rows: list[_Row], source: str, next_seq: int, report: SalvageReport, max_bytes: int
+) -> Tx[None]:
+    """One range of salvaged events and the progress after it, in one transaction; the
+    events are refused (counted) if the fresh spool has no room for them."""
+    if rows:
+        used = int((yield Query(_USED_BYTES))[0][0])
+        need = sum(len(r[3]) + len(r[0]) + len(r[1]) + _ROW_OVERHEAD for r in rows)
+        if used + need <= max_bytes:
+            yield Query(_INSERT, rows, many=True)
+            report.salvaged += len(rows)
+            report.dead += sum(1 for r in rows if r[5] == _DEAD)
+        else:
+            report.refused += len(rows)
+    step = _Progress(source, next_seq, False, asdict(report))
+    yield from set_meta({MetaKey.SALVAGE: step.dumps()})
+
+
+def _finish(counters: dict[str, int], meta: dict[str, str], done: _Progress) -> Tx[None]:
+    yield from add_counters(counters)
+    yield from set_meta({**meta, MetaKey.SALVAGE: done.dumps()})
+
+
+def _read_progress() -> Tx[_Progress | None]:
+    rows = yield Query("SELECT value FROM meta WHERE key = ?", (MetaKey.SALVAGE.value,))
+    return _Progress.loads(rows[0][0]) if rows else None
+
+
+# ---- reading the damaged copy --------------------------------------------------------------
 
 
 def _scalar(conn: sqlite3.Connection, sql: str, *params: Any) -> int | Exception | None:
@@ -260,16 +421,11 @@ def _ranges(
     yield from rows
 
 
-def _salvage_range(
-    conn: sqlite3.Connection,
-    target: Spool,
-    start: int,
-    end: int,
-    report: SalvageReport,
-    dead: list[tuple[str, str, str, str]],
-) -> tuple[bool, bool]:
-    """Salvage seqs ``start..end``; whether anything was found there, and whether anything
-    could not be read."""
+def _read_range(
+    conn: sqlite3.Connection, start: int, end: int, report: SalvageReport, now: float
+) -> tuple[list[_Row], bool, bool]:
+    """The events of seqs ``start..end`` to store, whether anything was found there, and
+    whether anything could not be read. Counts what is left behind or lost in ``report``."""
     table_errors: list[int] = []
     # A damaged page can yield cells with garbage rowids outside the range asked for.
     rows = {
@@ -298,11 +454,10 @@ def _salvage_range(
     # A seq the index cannot vouch for and the table did not give: a deleted row or a lost
     # event, no one can tell.
     report.unreadable += len(set(index_errors) - rows.keys())
-    events: list[NewEvent] = []
-    dead_here: list[tuple[str, str, str, str]] = []
+    events: list[_Row] = []
     for seq in sorted(rows.keys() | index.keys()):
         row = rows.get(seq)
-        event = _event(row) if row is not None else None
+        event = _event(row, now) if row is not None else None
         state = row[4] if row is not None and event is not None else index.get(seq)
         if state == _DONE:
             report.done_left += 1
@@ -310,21 +465,11 @@ def _salvage_range(
             report.lost += 1
         else:
             events.append(event)
-            if state == _DEAD:
-                dead_here.append(
-                    (event.span_id, event.trace_id, event.kind.value, row[6] or "dead")
-                )
-    if events:
-        if target.append(events):
-            report.salvaged += len(events)
-            dead.extend(dead_here)
-        else:
-            report.refused += len(events)
-    return bool(rows or index), bool(table_errors or index_errors)
+    return events, bool(rows or index), bool(table_errors or index_errors)
 
 
-def _event(row: tuple[Any, ...]) -> NewEvent | None:
-    """The row as an event to append, or None when what was read is garbled."""
+def _event(row: tuple[Any, ...], now: float) -> _Row | None:
+    """The row as it goes into the fresh spool, or None when what was read is garbled."""
     _seq, span_id, trace_id, kind, state, enqueued_at, last_error, payload = row
     if not (
         isinstance(span_id, str)
@@ -346,30 +491,11 @@ def _event(row: tuple[Any, ...]) -> NewEvent | None:
         return None
     if body.get("id", span_id) != span_id or body.get("trace_id", trace_id) != trace_id:
         return None
-    return NewEvent(span_id, trace_id, _KINDS[kind], payload, enqueued_at=float(enqueued_at))
-
-
-def _restore_dead(
-    target: Spool, dead: list[tuple[str, str, str, str]], report: SalvageReport
-) -> None:
-    """Dead events were appended as pending; find each one's new seq and dead-letter it
-    again with its recorded error."""
-    taken: set[int] = set()
-    reasons: dict[int, str] = {}
-    for span_id, trace_id, kind, error in dead:
-        for record in find_events(target, span_id):
-            if (
-                record.seq not in taken
-                and record.trace_id == trace_id
-                and record.kind.value == kind
-                and record.state is EventState.PENDING
-            ):
-                taken.add(record.seq)
-                reasons[record.seq] = error
-                break
-    if reasons:
-        target.run(ops.dead_letter(reasons, now=time.time()))
-    report.dead = len(reasons)
+    at = float(enqueued_at)
+    if state == _DEAD:
+        return (span_id, trace_id, kind, payload, at, _DEAD, last_error or "dead", now)
+    # Pending and leased events go back as pending, attempts reset.
+    return (span_id, trace_id, kind, payload, at, _PENDING, None, None)
 
 
 def _read_pairs(conn: sqlite3.Connection, sql: str, kind: Callable[[Any], Any]) -> dict[str, Any]:
