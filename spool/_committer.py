@@ -22,15 +22,8 @@ from functools import partial
 from itertools import chain
 from pathlib import Path
 
-from ._errors import (
-    NewerSchemaError,
-    NotASpoolError,
-    SpoolCorruptError,
-    SpoolError,
-    SpoolFullError,
-    SpoolLockedError,
-    UnsafeSpoolError,
-)
+from . import _errors as errors
+from ._errors import SpoolError
 from ._model import Counter
 from ._ratelog import RateLimitedLog
 from ._registry import REGISTRY
@@ -544,12 +537,12 @@ def _drop_counter(error: SpoolError) -> Counter:
 
 
 _DROP_COUNTERS: tuple[tuple[type[SpoolError], Counter], ...] = (
-    (SpoolFullError, Counter.DROPPED_DISK_FULL),
-    (SpoolCorruptError, Counter.DROPPED_SPOOL_CORRUPT),
-    (NotASpoolError, Counter.DROPPED_NOT_A_SPOOL),
-    (NewerSchemaError, Counter.DROPPED_NEWER_SCHEMA),
-    (SpoolLockedError, Counter.DROPPED_SPOOL_LOCKED),
-    (UnsafeSpoolError, Counter.DROPPED_UNSAFE_FILE),
+    (errors.SpoolFullError, Counter.DROPPED_DISK_FULL),
+    (errors.SpoolCorruptError, Counter.DROPPED_SPOOL_CORRUPT),
+    (errors.NotASpoolError, Counter.DROPPED_NOT_A_SPOOL),
+    (errors.NewerSchemaError, Counter.DROPPED_NEWER_SCHEMA),
+    (errors.SpoolLockedError, Counter.DROPPED_SPOOL_LOCKED),
+    (errors.UnsafeSpoolError, Counter.DROPPED_UNSAFE_FILE),
 )
 _FULL = Counter.DROPPED_SPOOL_FULL
 _EVICTED = Counter.DROPPED_EVICTED

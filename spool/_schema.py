@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._files import check_private, create_private, make_private_dirs
 from ._model import EventKind, EventState, Outcome
+from ._reserve import autocheckpoint_pages
 from .config import SpoolConfig
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "translate_error"]
@@ -153,6 +154,8 @@ def _configure(conn: sqlite3.Connection, config: SpoolConfig) -> None:
         raise SpoolOpenError(config.path, f"cannot switch to WAL mode (journal_mode={mode})")
     conn.execute(f"PRAGMA synchronous = {config.synchronous.value}")
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    # The WAL a full disk can leave behind stays within what the reserve gives back.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint_pages(config.reserve_bytes)}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA foreign_keys = OFF")
 

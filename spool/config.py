@@ -12,6 +12,7 @@ variable                      option                default
 ``SPOOL_SHIP_BUSY_TIMEOUT``   ``busy_timeout``      30 s
 ``SPOOL_SHIP_RETENTION``      ``retention``         86400 s (done rows kept a day)
 ``SPOOL_SHIP_MAX_EVENT_BYTES``  ``max_event_bytes``   1 MiB
+``SPOOL_SHIP_RESERVE_BYTES``  ``reserve_bytes``     8 MiB (disk kept for shipping; 0: none)
 ============================  ====================  =========================================
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "ENV_MAX_BYTES",
     "ENV_MAX_EVENT_BYTES",
     "ENV_PATH",
+    "ENV_RESERVE_BYTES",
     "ENV_RETENTION",
     "ENV_SYNCHRONOUS",
     "FullPolicy",
@@ -45,6 +47,7 @@ ENV_SYNCHRONOUS = "SPOOL_SHIP_SYNCHRONOUS"
 ENV_BUSY_TIMEOUT = "SPOOL_SHIP_BUSY_TIMEOUT"
 ENV_RETENTION = "SPOOL_SHIP_RETENTION"
 ENV_MAX_EVENT_BYTES = "SPOOL_SHIP_MAX_EVENT_BYTES"
+ENV_RESERVE_BYTES = "SPOOL_SHIP_RESERVE_BYTES"
 
 T = TypeVar("T")
 
@@ -93,6 +96,9 @@ class SpoolConfig:
     busy_timeout: float = 30.0
     retention: float = 86_400.0
     max_event_bytes: int = MIB
+    reserve_bytes: int = 8 * MIB
+    """Disk space a shipper keeps beside the spool (``<spool>.reserve``) and gives back when
+    the disk is full, so that shipping can go on (spool/_reserve.py); 0: none."""
 
     def __post_init__(self) -> None:
         # Resolved once, here: a relative path must not follow the process into another
@@ -106,6 +112,10 @@ class SpoolConfig:
             raise ValueError(f"retention must not be negative, got {self.retention}")
         if self.max_event_bytes < 1024:
             raise ValueError(f"max_event_bytes must be at least 1024, got {self.max_event_bytes}")
+        if self.reserve_bytes and self.reserve_bytes < 64 * 1024:
+            raise ValueError(
+                f"reserve_bytes must be 0 or at least 64 KiB, got {self.reserve_bytes}"
+            )
 
     def with_path(self, path: str | os.PathLike[str]) -> SpoolConfig:
         return replace(self, path=Path(path))
@@ -127,6 +137,7 @@ class SpoolConfig:
             busy_timeout=_parse(env, ENV_BUSY_TIMEOUT, float, 30.0),
             retention=_parse(env, ENV_RETENTION, float, 86_400.0),
             max_event_bytes=_parse(env, ENV_MAX_EVENT_BYTES, int, MIB),
+            reserve_bytes=_parse(env, ENV_RESERVE_BYTES, int, 8 * MIB),
         )
 
 

@@ -27,6 +27,7 @@ from . import ops
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
 from ._errors import SpoolClosedError
 from ._model import EventKind, EventRecord, EventState, SpoolStats
+from ._reserve import Reserve
 from ._schema import connect, translate_error
 from .config import SpoolConfig
 
@@ -79,9 +80,26 @@ def _run_tx(
     tx: ops.Tx[T],
     write: bool,
     abandoned: threading.Event | None = None,
+    reserve: Reserve | None = None,
 ) -> T:
     """Drive one operation on ``conn`` inside ``BEGIN [IMMEDIATE]`` ... ``COMMIT``; rolled back
-    if it raises, or if ``abandoned`` is set (its caller is gone) before it commits."""
+    if it raises, or if ``abandoned`` is set (its caller is gone) before it commits. A write
+    on a nearly full disk first gets the room ``reserve`` holds (spool/_reserve.py)."""
+    if reserve is None or not write:
+        return _drive(conn, tx, write, abandoned)
+    reserve.make_room(conn)
+    try:
+        return _drive(conn, tx, write, abandoned)
+    except sqlite3.OperationalError as exc:
+        # Full after all (the disk filled since the look): the next write has the room.
+        if "full" in str(exc).lower():
+            reserve.release(conn)
+        raise
+
+
+def _drive(
+    conn: sqlite3.Connection, tx: ops.Tx[T], write: bool, abandoned: threading.Event | None
+) -> T:
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         query = next(tx)
@@ -129,6 +147,8 @@ class Spool(_Appender):
     def __init__(self, config: SpoolConfig, conn: sqlite3.Connection) -> None:
         self.config = config
         self._conn: sqlite3.Connection | None = conn
+        # Given back when the disk is full; only a shipper (AsyncSpool) makes it.
+        self._reserve = Reserve(config.path, config.reserve_bytes)
 
     @classmethod
     def open(cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True) -> Spool:
@@ -156,7 +176,7 @@ class Spool(_Appender):
     def run(self, tx: ops.Tx[T], *, write: bool = True) -> T:
         """Run one operation from :mod:`spool.ops` as one transaction."""
         try:
-            return _run_tx(self.conn, tx, write)
+            return _run_tx(self.conn, tx, write, reserve=self._reserve)
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
 
@@ -209,6 +229,7 @@ class AsyncSpool(_Appender):
         self._db: aiosqlite.Connection | None = db
         # The sqlite3 connection behind ``db``: used only on ``db``'s thread.
         self._conn = conn
+        self._reserve = Reserve(config.path, config.reserve_bytes)
 
     @classmethod
     async def open(
@@ -225,7 +246,9 @@ class AsyncSpool(_Appender):
         # a transaction it had not committed is rolled back, as after a crash.
         db._thread.daemon = True
         await db
-        return cls(config, db, conn)
+        opened = cls(config, db, conn)
+        await asyncio.to_thread(opened._reserve.keep)
+        return opened
 
     async def __aenter__(self) -> AsyncSpool:
         return self
@@ -251,13 +274,16 @@ class AsyncSpool(_Appender):
         abandoned = threading.Event()
         try:
             result: T = await db._execute(  # type: ignore[no-untyped-call]
-                _run_tx, self._conn, tx, write, abandoned
+                _run_tx, self._conn, tx, write, abandoned, self._reserve
             )
         except asyncio.CancelledError:
             abandoned.set()
             raise
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
+        if write and self._reserve.due():
+            # Made again once the disk has room (looked at most every 30 s).
+            await asyncio.to_thread(self._reserve.keep)
         return result
 
     async def stats(self) -> SpoolStats:

@@ -315,7 +315,14 @@ def test_the_configs_repr_does_not_show_the_api_key() -> None:
     assert_no_canary("str(ShipperConfig)", str(config))
 
 
-def test_a_key_echoed_back_by_the_endpoint_is_not_stored_or_logged(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "echo",
+    [CANARY, CANARY.upper(), CANARY[:12], CANARY.lower()[:20]],
+    ids=["exact", "upper", "prefix", "lower"],
+)
+def test_a_key_echoed_back_by_the_endpoint_is_not_stored_or_logged(
+    tmp_path: Path, echo: str
+) -> None:
     """BUG (hardening; shipper/loop.py, ``_after_failure`` and ``_attempt``, via
     ``Verdict.describe()`` in shipper/classify.py): the shipper keeps the endpoint's error text
     verbatim: as the blocked reason (the spool's meta table, shown by ``status``) and in its
@@ -329,16 +336,21 @@ def test_a_key_echoed_back_by_the_endpoint_is_not_stored_or_logged(tmp_path: Pat
     processor.on_span_end(span(0))
     processor.shutdown()
     with FakeSpanServer(api_key=CANARY) as server:
-        server.faults.fail_next(1000, status=401, detail=f"Invalid API key {CANARY!r}")
+        server.faults.fail_next(1000, status=401, detail=f"Invalid API key {echo!r}")
         env = spool_env(server.base_url)
         done = run_program(["spool-ship", "drain", "--spool", str(path), "--timeout", "1"], env)
     assert done.returncode == 1, done.stderr  # still refused when the time is up
     assert "authentication failed" in done.stderr
     status = cli("status", "--json", "--spool", path)
     assert json.loads(status.stdout)["blocked_reason"].startswith("HTTP 401: Invalid API key")
+    assert json.loads(status.stdout)["blocked_reason"] == "HTTP 401: Invalid API key '***'"
     assert_no_canary("drain's stderr", done.stderr)
     assert_no_canary("status --json", status.stdout)
     assert_no_canary("the spool's files", b"".join(spool_bytes(path).values()))
+    # Another spelling (issue 12): upper-cased, or cut to a prefix.
+    assert echo not in done.stderr
+    assert echo not in status.stdout
+    assert echo.encode() not in b"".join(spool_bytes(path).values())
 
 
 # ---- payloads ------------------------------------------------------------------------------------

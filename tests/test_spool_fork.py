@@ -117,13 +117,18 @@ def test_ship_true_in_a_forked_child_starts_the_childs_own_shipper(
         assert opened.stats().pending == 0
 
 
-def test_a_relative_path_is_resolved_once_at_construction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def two_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Two directories; the test starts in the first."""
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     monkeypatch.chdir(first)
+    return first, second
+
+
+def test_a_relative_path_is_resolved_once_at_construction(two_dirs: tuple[Path, Path]) -> None:
+    first, second = two_dirs
     processor = SyncSpoolProcessor("spool.db")
     config = SpoolConfig.from_env("relative.db")
     processor.on_span_start(span_item("a", end=False))
@@ -139,12 +144,9 @@ def test_a_relative_path_is_resolved_once_at_construction(
 
 
 def test_a_relative_path_given_before_the_first_call_is_not_reread_after_chdir(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    two_dirs: tuple[Path, Path],
 ) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
-    monkeypatch.chdir(first)
+    first, second = two_dirs
     processor = SpoolProcessor("spool.db")
 
     os.chdir(second)
