@@ -230,7 +230,13 @@ def doctor(
             "--yes to finish it",
             refusal_code=EXIT_SPOOL,
         )
-    aside = salvage.begin(config.path, time.time())
+    try:
+        aside = salvage.begin(config.path, time.time())
+    except OSError as exc:
+        raise CommandError(
+            f"{config.path}: cannot move the damaged spool aside: {exc.strerror or exc}",
+            EXIT_SPOOL,
+        ) from None
     try:
         with Spool.open(config) as fresh:
             found = salvage.salvage(aside, fresh)

@@ -17,7 +17,7 @@ import pytest
 from test_cli_inspect import as_json, build_spool, cli, event, payload
 
 from cli import maintain
-from spool import EventKind, EventState, MetaKey, Spool, SpoolConfig
+from spool import EventKind, EventState, MetaKey, Spool, SpoolConfig, maintenance
 from spool.salvage import marker, move_aside
 
 PAGE = 4096
@@ -376,3 +376,16 @@ def test_a_salvage_stopped_after_it_finished_copies_nothing_twice(tmp_path: Path
     facts = as_json(cli("status", "--json", "--spool", path))
     assert facts["dropped_by_reason"].get("salvage_lost", 0) == first["lost"]
     assert not marker(path).exists()
+
+
+def test_vacuum_puts_the_connections_temporary_storage_back(tmp_path: Path) -> None:
+    """VACUUM's copy goes to a file beside the spool (bounded memory, bench/doctor_memory.py);
+    the connection's own small sorts stay in memory afterwards."""
+    path = tmp_path / "spool.db"
+    fill(path, 200)
+    with Spool.open(path, create=False) as opened:
+        maintenance.vacuum(opened)
+        assert opened.conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+        assert opened.conn.execute("PRAGMA temp_store_directory").fetchone() in (None, ("",))
+        assert maintenance.integrity(opened) == ["ok"]
+        assert len(list(opened.export(list(EventState)))) == 200
