@@ -557,10 +557,12 @@ def acquire_committer(config: SpoolConfig) -> GroupCommitter:
     return REGISTRY.acquire(_WRITER, _key(config), lambda: GroupCommitter(config))
 
 
-def release_committer(committer: GroupCommitter, timeout: float | None = None) -> None:
-    """Drop one reference; the last one commits what is queued and stops the writer."""
-    if REGISTRY.release(_WRITER, _key(committer.config), committer):
-        committer.close(timeout)
+def release_committer(committer: GroupCommitter, timeout: float | None = None) -> bool:
+    """Drop one reference; the last one commits what is queued and stops the writer (True)."""
+    if not REGISTRY.release(_WRITER, _key(committer.config), committer):
+        return False
+    committer.close(timeout)
+    return True
 
 
 def _key(config: SpoolConfig) -> str:

@@ -140,8 +140,9 @@ class _SpoolWriter:
         with self._lock:
             committer, self._committer = self._committer, None
             shipping, self._shipping = self._shipping, None
-        if committer is not None:
-            release_committer(committer, timeout)
+        # Only the last user's release makes the writer's last try; until then another
+        # processor of this spool may still write the counts.
+        if committer is not None and release_committer(committer, timeout):
             self._report_unrecorded(committer.local_counts())
         if shipping is not None:
             shipping.release(max(0.0, deadline - time.monotonic()))
