@@ -30,6 +30,7 @@ from ._model import (
 from ._schema import SCHEMA_VERSION
 from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
 from .processor import SpoolProcessor, SyncSpoolProcessor
+from .redact import Redactor, default_redactor
 from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "NewerSchemaError",
     "NotASpoolError",
     "Outcome",
+    "Redactor",
     "Refused",
     "Spool",
     "SpoolClosedError",
@@ -58,6 +60,7 @@ __all__ = [
     "SpoolStats",
     "SyncSpoolProcessor",
     "Synchronous",
+    "default_redactor",
     "default_spool_path",
     "encode_span",
     "file_sizes",
