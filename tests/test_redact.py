@@ -122,6 +122,10 @@ def test_a_redactor_takes_extra_patterns_keys_and_fields() -> None:
     assert out["output"] == {"a": "123-45-6789"}  # not one of its fields
     grouped = Redactor([Pattern("ticket", r"TCK-(?P<number>\d+)")])
     assert grouped.text("see TCK-42") == "see [REDACTED:ticket]"
+    # Hints skip the search of strings without them, and only those.
+    hinted = Redactor([Pattern("ticket", r"(?i)tck-\d+", ("TCK", "tck"))])
+    assert hinted.text("TCK-1 and Tck-3") == "[REDACTED:ticket] and [REDACTED:ticket]"
+    assert hinted.text("only Tck-3") == "only Tck-3"  # the pattern matches; no hint, no search
 
 
 def test_bad_patterns_are_refused_when_made() -> None:
@@ -129,6 +133,10 @@ def test_bad_patterns_are_refused_when_made() -> None:
         Pattern("not a name", "x")
     with pytest.raises(re.error, match=r"missing \)"):
         Pattern("bad", "(x")
+    with pytest.raises(ValueError, match="hints"):
+        Pattern("one_hint", "x", "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="hints"):
+        Pattern("empty_hint", "x", ("",))
     with pytest.raises(ValueError, match="differ"):
         Redactor([*DEFAULT_PATTERNS, Pattern("email", "x")])
 
