@@ -18,6 +18,7 @@ from typing import Any
 
 import openai
 import pytest
+from conftest import run_program
 from openinference.instrumentation.openai import OpenAIInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -253,3 +254,24 @@ def test_a_key_in_a_prompt_reaches_neither_the_spool_nor_the_endpoint(
     for suffix in ("", "-wal", "-shm"):
         file = Path(f"{path}{suffix}")
         assert not file.exists() or USER_KEY.encode() not in file.read_bytes()
+
+
+def test_the_otel_example_ships_its_tree_with_the_address_redacted(
+    tmp_path: Path, span_server: FakeSpanServer, ship_env: dict[str, str]
+) -> None:
+    """examples/otel_tracing.py (docs/integrating.md) as a user runs it; the generic checks are
+    in test_integration_examples.py, these are the OpenTelemetry ones."""
+    path = tmp_path / "spool.db"
+    example = Path(__file__).resolve().parents[1] / "examples" / "otel_tracing.py"
+    done = run_program([str(example), str(path)], ship_env)
+    assert done.returncode == 0, done.stderr
+    stored = list(span_server.spans().values())
+    assert len(stored) == 6
+    turns = {item["id"]: item for item in stored if item["name"] == "answer-question"}
+    chats = [item for item in stored if item["name"] == "chat gpt-4o-mini"]
+    assert sorted(item["parent_id"] for item in chats) == sorted(turns)
+    assert {item["type"] for item in chats} == {"COMPLETION"}
+    assert {item["metadata"]["otel.resource"]["service.name"] for item in stored} == {"support-bot"}
+    text = json.dumps(stored)
+    assert "ada@example.org" not in text
+    assert "mail the answer to [REDACTED:email]" in text

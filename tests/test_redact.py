@@ -335,3 +335,34 @@ def delete_rows(path: Path) -> None:
         assert conn.execute("PRAGMA freelist_count").fetchone()[0] > 0
     finally:
         conn.close()
+
+
+# ---- the guide's snippet ------------------------------------------------------------------
+
+
+def test_the_guides_redaction_snippet_runs_as_written(tmp_path: Path) -> None:
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "integrating.md").read_text()
+    section = guide.split("\n## Redaction\n", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert found is not None
+    path = tmp_path / "spool.db"
+    code = found.group(1).replace("/var/lib/agent/spool.db", str(path))
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/integrating.md", "exec"), namespace)
+
+    redact_ssn = namespace["default_redactor"](namespace["ssn"])
+    assert redact_ssn(span(1, input={"q": f"{EMAIL} 123-45-6789"}))["input"] == {
+        "q": "[REDACTED:email] [REDACTED:ssn]"
+    }
+    processor: SpoolProcessor = namespace["processor"]  # the last one: the own hook
+
+    async def main() -> None:
+        await processor.on_span_end(
+            span(1, input={"q": "private"}, metadata={"user_email": EMAIL, "n": 1})
+        )
+        await processor.shutdown()
+
+    asyncio.run(main())
+    (stored,) = spooled(SpoolConfig(path=path))
+    assert "input" not in stored
+    assert stored["metadata"] == {"n": 1}
