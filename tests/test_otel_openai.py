@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -171,14 +171,24 @@ def assert_tree(
             assert item["parent_id"] == root_id
 
 
+@pytest.fixture
+def agent_on(
+    tmp_path: Path, openai_api: OpenAIStandIn, ship_config: ShipperConfig
+) -> Callable[..., Agent]:
+    """An :class:`Agent` whose processor spools to ``tmp_path / "otel.db"`` and ships to
+    ``span_server``; keyword arguments go to :class:`SpoolSpanProcessor`."""
+
+    def make(**options: Any) -> Agent:
+        processor = SpoolSpanProcessor(tmp_path / "otel.db", ship=ship_config, **options)
+        return Agent(processor, openai_api)
+
+    return make
+
+
 def test_an_instrumented_openai_agent_ships_its_span_tree_intact(
-    tmp_path: Path,
-    openai_api: OpenAIStandIn,
-    span_server: FakeSpanServer,
-    ship_config: ShipperConfig,
+    agent_on: Callable[..., Agent], openai_api: OpenAIStandIn, span_server: FakeSpanServer
 ) -> None:
-    path = tmp_path / "otel.db"
-    with Agent(SpoolSpanProcessor(path, ship=ship_config), openai_api) as agent:
+    with agent_on() as agent:
         with agent.tracer.start_as_current_span(
             "agent-turn", attributes={"input.value": "What is the capital of France?"}
         ) as turn:
@@ -228,7 +238,7 @@ def test_an_instrumented_openai_agent_ships_its_span_tree_intact(
     assert stored[obs_span_id(finished["lookup"])]["type"] == "CUSTOM"
 
     # The spool holds a start and an end per span, every one delivered.
-    with Spool.open(path) as spool:
+    with Spool.open(agent.processor.config) as spool:
         records = list(spool.export(list(EventState)))
     assert {r.state for r in records} == {EventState.DONE}
     assert len(records) == 8  # a start and an end per span
@@ -236,14 +246,11 @@ def test_an_instrumented_openai_agent_ships_its_span_tree_intact(
 
 
 def test_a_key_in_a_prompt_reaches_neither_the_spool_nor_the_endpoint(
-    tmp_path: Path,
-    openai_api: OpenAIStandIn,
-    span_server: FakeSpanServer,
-    ship_config: ShipperConfig,
+    agent_on: Callable[..., Agent], openai_api: OpenAIStandIn, span_server: FakeSpanServer
 ) -> None:
-    path = tmp_path / "otel.db"
-    processor = SpoolSpanProcessor(path, ship=ship_config, redact=default_redactor())
-    with Agent(processor, openai_api) as agent, agent.tracer.start_as_current_span("turn"):
+    agent = agent_on(redact=default_redactor())
+    path = agent.processor.config.path
+    with agent, agent.tracer.start_as_current_span("turn"):
         reply = agent.ask(f"Is {USER_KEY} a valid key?")
     assert USER_KEY in reply  # the stand-in echoed it: the key was in every LLM attribute
     assert USER_KEY in json.dumps(openai_api.requests)
