@@ -126,7 +126,7 @@ class Redactor:
             (p.hints, re.compile(p.regex), f"[REDACTED:{p.name}]") for p in patterns
         )
         self._keys = frozenset(_key(k) for k in keys)
-        self._is_secret_key: dict[str, bool] = {}  # keys repeat: normalize each once
+        self._is_secret_key: dict[str, bool] = {}
         self._fields = tuple(fields)
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -150,30 +150,38 @@ class Redactor:
 
     def value(self, value: object) -> Any:
         """A copy of ``value`` (JSON-shaped: objects, lists, strings, ...), redacted."""
-        # Exact types first: what the hook is given is plain JSON values.
+        # Exact types first, without ABC checks: what the hook is given is plain JSON values.
         if type(value) is str:
             return self.text(value)
+        if type(value) is dict:
+            return self._object(value)
+        if type(value) is list:
+            return [self.value(v) for v in value]
         if value is None or type(value) in _SCALARS:
             return value
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
-            return {
-                k: _KEY_REPLACEMENT
-                if v is not None and isinstance(k, str) and self._secret_key(k)
-                else self.value(v)
-                for k, v in value.items()
-            }
+            return self._object(value)
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         return value
 
+    def _object(self, items: Mapping[Any, Any]) -> dict[Any, Any]:
+        secret_keys = self._is_secret_key
+        redacted: dict[Any, Any] = {}
+        for key, value in items.items():
+            secret = secret_keys.get(key) if type(key) is str else False
+            if secret is None:
+                secret = self._secret_key(key)
+            redacted[key] = _KEY_REPLACEMENT if secret and value is not None else self.value(value)
+        return redacted
+
     def _secret_key(self, key: str) -> bool:
-        known = self._is_secret_key.get(key)
-        if known is None:
-            if len(self._is_secret_key) >= _KEY_CACHE_MAX:
-                self._is_secret_key.clear()  # keys made up per span: do not hold them all
-            known = self._is_secret_key[key] = _key(key) in self._keys
+        """Whether ``key`` names a secret; keys repeat, so each is normalized once."""
+        if len(self._is_secret_key) >= _KEY_CACHE_MAX:
+            self._is_secret_key.clear()  # keys made up per span: do not hold them all
+        known = self._is_secret_key[key] = _key(key) in self._keys
         return known
 
 
