@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from scale_gp_beta.lib.tracing import create_span, create_trace
 
@@ -139,6 +141,56 @@ def test_bad_patterns_are_refused_when_made() -> None:
         Pattern("empty_hint", "x", ("",))
     with pytest.raises(ValueError, match="differ"):
         Redactor([*DEFAULT_PATTERNS, Pattern("email", "x")])
+
+
+# Secrets of each default kind, and text around them that does not run into them (a separator
+# first: ``sk-`` glued to a word is not a key).
+SECRETS = st.sampled_from(
+    [
+        SECRET,
+        EMAIL,
+        BEARER,
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_" + "a1B2c3D4" * 5,
+        "AIza" + "Sy0123456789abcdefghijklmnopqrstuvw",
+        "xoxb-123456789012-abcdefABCDEF",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.sig_part-1",
+    ]
+)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
+SEPARATOR = st.sampled_from([" ", "\n", "\t", ": ", "=", "(", '"', "'", ",", "<"])
+
+
+@st.composite
+def with_secret(draw: st.DrawFn) -> tuple[str, str]:
+    secret = draw(SECRETS)
+    return secret, draw(TEXT) + draw(SEPARATOR) + secret + draw(SEPARATOR) + draw(TEXT)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.data())
+def test_a_secret_anywhere_in_input_output_or_metadata_is_redacted(data: st.DataObject) -> None:
+    secret, text = data.draw(with_secret())
+    field = data.draw(st.sampled_from(["input", "output", "metadata"]))
+    container = data.draw(st.dictionaries(TEXT, JSON, max_size=3))
+    # The secret's string somewhere in the tree: at the top, or nested in lists and objects.
+    holder: Any = text
+    for wrap in data.draw(st.lists(st.sampled_from(["list", "dict"]), max_size=4)):
+        holder = [holder] if wrap == "list" else {data.draw(TEXT): holder}
+    container[data.draw(TEXT)] = holder
+    params = span(1, **{field: container})
+    redacted = default_redactor()(params)
+    assert secret not in json.dumps(redacted, ensure_ascii=False)
+    # What held no secret and is not under a secret-named key is as it was.
+    assert {k: v for k, v in redacted.items() if k != field} == {
+        k: v for k, v in params.items() if k != field
+    }
 
 
 def test_strings_without_secrets_are_left_alone() -> None:
