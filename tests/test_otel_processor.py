@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, get_args
 
@@ -254,6 +255,25 @@ def test_on_end_returns_once_the_span_is_committed(traced: Traced) -> None:
     # Read through a connection of its own, before any flush or shutdown.
     assert [k.value for k, _ in traced.events()] == ["start", "end"]
     assert traced.processor.force_flush(timeout_millis=1) is True
+
+
+def test_spans_ended_on_many_threads_are_all_spooled(traced: Traced) -> None:
+    threads, spans = 8, 40
+
+    def work(n: int) -> None:
+        with traced.tracer.start_as_current_span(f"job-{n}"):
+            for i in range(spans):
+                traced.tracer.start_span(f"job-{n}-step-{i}").end()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, range(threads)))
+    ends = traced.ends()
+    assert len(ends) == threads * (1 + spans)
+    for n in range(threads):
+        parent = ends[f"job-{n}"]
+        assert {ends[f"job-{n}-step-{i}"]["parent_id"] for i in range(spans)} == {parent["id"]}
+        assert {ends[f"job-{n}-step-{i}"]["trace_id"] for i in range(spans)} == {parent["trace_id"]}
+    assert len({p["trace_id"] for p in ends.values()}) == threads
 
 
 def test_shutdown_is_bounded_idempotent_and_later_spans_are_not_taken(traced: Traced) -> None:
