@@ -9,6 +9,7 @@ the tree as OpenTelemetry saw it, to compare with what arrived.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -243,6 +244,39 @@ def test_an_instrumented_openai_agent_ships_its_span_tree_intact(
     assert {r.state for r in records} == {EventState.DONE}
     assert len(records) == 8  # a start and an end per span
     assert span_server.order_violations() == []
+
+
+def test_concurrent_async_calls_each_stay_under_their_own_turn(
+    agent_on: Callable[..., Agent], openai_api: OpenAIStandIn, span_server: FakeSpanServer
+) -> None:
+    """``AsyncOpenAI`` calls of four turns run at once on one loop: OpenTelemetry's context
+    follows each task, and the spool keeps every LLM span under the turn that made it."""
+    agent = agent_on()
+
+    async def turn(client: openai.AsyncOpenAI, n: int) -> None:
+        with agent.tracer.start_as_current_span(f"turn-{n}"):
+            await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": f"question {n}"}]
+            )
+
+    async def main() -> None:
+        async with openai.AsyncOpenAI(
+            api_key="sk-test", base_url=openai_api.base_url, max_retries=0
+        ) as client:
+            await asyncio.gather(*(turn(client, n) for n in range(4)))
+
+    with agent:
+        asyncio.run(main())
+    stored = list(span_server.spans().values())
+    assert len(stored) == 8
+    turns = {item["name"]: item["id"] for item in stored if item["name"].startswith("turn-")}
+    calls = [item for item in stored if item["type"] == "COMPLETION"]
+    assert (len(turns), len(calls)) == (4, 4)
+    for item in calls:
+        (message,) = item["input"]["messages"]
+        n = message["content"].removeprefix("question ")
+        assert item["parent_id"] == turns[f"turn-{n}"]
+        assert item["output"]["choices"][0]["message"]["content"] == f"echo: question {n}"
 
 
 def test_a_key_in_a_prompt_reaches_neither_the_spool_nor_the_endpoint(
