@@ -54,12 +54,13 @@ class Pattern:
     hints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+        # The regex is compiled (and a bad one refused) when a Redactor is made: compiling
+        # the defaults here would cost every ``import spool`` a few milliseconds.
+        if not self.name.isidentifier():
             raise ValueError(f"a pattern's name is an identifier, not {self.name!r}")
         hints: object = self.hints  # a plain string would pass as a tuple of characters
         if not isinstance(hints, tuple) or not all(h and isinstance(h, str) for h in hints):
             raise ValueError(f"hints are a tuple of non-empty strings, not {self.hints!r}")
-        re.compile(self.regex)  # a bad regex is refused here, not on the first span
 
 
 DEFAULT_PATTERNS: tuple[Pattern, ...] = (
@@ -122,6 +123,7 @@ class Redactor:
         names = [p.name for p in patterns]
         if len(set(names)) != len(names):
             raise ValueError(f"pattern names must differ: {names}")
+        # A bad regex is refused here (re.error), not on the first span.
         self._rules = tuple(
             (p.hints, re.compile(p.regex), f"[REDACTED:{p.name}]") for p in patterns
         )

@@ -130,11 +130,11 @@ def test_a_redactor_takes_extra_patterns_keys_and_fields() -> None:
     assert hinted.text("only Tck-3") == "only Tck-3"  # the pattern matches; no hint, no search
 
 
-def test_bad_patterns_are_refused_when_made() -> None:
+def test_bad_patterns_are_refused_before_any_span() -> None:
     with pytest.raises(ValueError, match="identifier"):
         Pattern("not a name", "x")
     with pytest.raises(re.error, match=r"missing \)"):
-        Pattern("bad", "(x")
+        Redactor([Pattern("bad", "(x")])
     with pytest.raises(ValueError, match="hints"):
         Pattern("one_hint", "x", "x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="hints"):
