@@ -22,6 +22,8 @@ What is measured (every spool figure is on a real spool file in a temporary dire
   the run prints). Its ``put`` blocks and commits once per call, so it runs sequentially.
 * ``asyncio.Queue.put_nowait`` of the same payloads: in memory, not durable, for scale.
 * spool, 100 tasks, ``synchronous=FULL``: as the first, with an fsync per group commit.
+* spool, 100 tasks, ``redact=default_redactor()``: as the first, every event put through the
+  built-in redactor (``spool.redact``) before it is written: what redaction costs.
 * RSS: in a fresh child process, 100 tasks append ``--rss-events`` events (spans built one at a
   time, so the benchmark's own data does not count) while a thread samples RSS with psutil.
 
@@ -59,6 +61,7 @@ from pydantic import BaseModel
 
 from spool import EventKind, SpoolConfig, SpoolProcessor, Synchronous, encode_span
 from spool._schema import SCHEMA_V1
+from spool.redact import Redact, default_redactor
 
 __all__ = ["AgentexSpan", "PlainSpan", "Span", "main", "make_span", "make_spans"]
 
@@ -173,13 +176,18 @@ def _writer_clock(path: Path) -> int | None:
 
 
 def spool_concurrent(
-    spans: Sequence[Span], workdir: Path, sync: Synchronous, tasks: int = TASKS
+    spans: Sequence[Span],
+    workdir: Path,
+    sync: Synchronous,
+    tasks: int = TASKS,
+    redact: Redact | None = None,
 ) -> Concurrent:
     """Events per second with ``tasks`` tasks awaiting ``on_span_start``, and CPU per event."""
     path = workdir / f"spool-{sync.value.lower()}-{uuid.uuid4().hex[:8]}.db"
 
     async def run() -> Concurrent:
-        processor = SpoolProcessor(config=SpoolConfig(path=path, synchronous=sync))
+        config = SpoolConfig(path=path, synchronous=sync)
+        processor = SpoolProcessor(config=config, redact=redact)
         # Open the spool and start the writer before the clock starts.
         await processor.on_span_start(make_span(_WARM_UP, "warm-"))
         clock = _writer_clock(path)
@@ -356,11 +364,13 @@ class Results:
     pq_settings: str
     normal: Series
     full: Series
+    redacted: Series
     raw: Series
     pq: Series
     aq: Series
     cpu_normal: list[Concurrent] = field(default_factory=list)
     cpu_full: list[Concurrent] = field(default_factory=list)
+    cpu_redacted: list[Concurrent] = field(default_factory=list)
     latencies: list[int] = field(default_factory=list)
     rss: dict[str, float] | None = None
     load: list[str] = field(default_factory=list)
@@ -396,6 +406,7 @@ def measure(
         pq_settings=persist_queue_settings(workdir),
         normal=Series(f"spool, {TASKS} tasks, synchronous=NORMAL", events),
         full=Series(f"spool, {TASKS} tasks, synchronous=FULL", events),
+        redacted=Series(f"spool, {TASKS} tasks, redact=default_redactor()", events),
         raw=Series("raw sqlite3, 1 commit/event, NORMAL", events),
         pq=Series("persist-queue SQLiteAckQueue.put", slow_events),
         aq=Series("asyncio.Queue.put_nowait (not durable)", events),
@@ -406,8 +417,8 @@ def measure(
         series.rates.append(fn())
         _say(quiet, f"    {series.name:<42} {series.rates[-1]:>12,.0f} events/s")
 
-    def concurrent(sync: Synchronous, cpu: list[Concurrent]) -> float:
-        result = spool_concurrent(spans, workdir, sync)
+    def concurrent(sync: Synchronous, cpu: list[Concurrent], redact: Redact | None = None) -> float:
+        result = spool_concurrent(spans, workdir, sync, redact=redact)
         cpu.append(result)
         return result.rate
 
@@ -419,6 +430,10 @@ def measure(
         timed(results.pq, lambda: persist_queue(rows[:slow_events], workdir))
         timed(results.aq, lambda: asyncio_queue(rows))
         timed(results.full, lambda: concurrent(Synchronous.FULL, results.cpu_full))
+        timed(
+            results.redacted,
+            lambda: concurrent(Synchronous.NORMAL, results.cpu_redacted, default_redactor()),
+        )
         results.latencies.extend(spool_sequential(spans[:seq_events], workdir))
 
     if rss_events > 0:
@@ -467,6 +482,7 @@ def report(res: Results, workdir: Path) -> list[tuple[str, bool]]:
     print(f"  {'throughput':<42} {'events':>8} {'events/s':>11}  {'range':>21}")
     print(res.normal.row(_cpu(res.cpu_normal)))
     print(res.full.row(_cpu(res.cpu_full)))
+    print(res.redacted.row(_cpu(res.cpu_redacted)))
     for series in (res.raw, res.pq, res.aq):
         print(series.row())
     print()
@@ -479,6 +495,7 @@ def report(res: Results, workdir: Path) -> list[tuple[str, bool]]:
         ("spool / persist-queue", vs_pq, "6.1f"),
         ("spool FULL / persist-queue", _paired(res.full, res.pq), "6.1f"),
         ("spool FULL / spool NORMAL", _paired(res.full, res.normal), "6.2f"),
+        ("spool redacted / spool NORMAL", _paired(res.redacted, res.normal), "6.2f"),
     ]
     for label, value, spec in ratios:
         print(f"    {label:<42} {value:{spec}}x")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from scale_gp_beta.lib.tracing import trace_queue_manager as _sdk_queue
 
 from spool import SpoolConfig, SyncSpoolProcessor
+from spool.redact import Redact
 
 from .config import ShipperConfig
 
@@ -31,7 +32,8 @@ class SpoolingTraceQueueManager(_sdk_queue.TraceQueueManager):
     """Drop-in for the SDK's queue manager: no worker thread, no 4,000-span queue, no drops.
 
     Each span start and end is committed to the spool before the SDK call returns; shipping
-    happens in-process with ``ship=True`` (or by a ``spool-ship run`` sidecar).
+    happens in-process with ``ship=True`` (or by a ``spool-ship run`` sidecar). ``redact=``
+    rewrites each event before it is written (see :mod:`spool.redact`).
     """
 
     def __init__(
@@ -40,9 +42,10 @@ class SpoolingTraceQueueManager(_sdk_queue.TraceQueueManager):
         *,
         config: SpoolConfig | None = None,
         ship: bool | ShipperConfig = False,
+        redact: Redact | None = None,
     ) -> None:
         super().__init__(client=None, worker_enabled=False)
-        self.processor = SyncSpoolProcessor(path, config=config, ship=ship)
+        self.processor = SyncSpoolProcessor(path, config=config, ship=ship, redact=redact)
 
     def report_span_start(self, span: Span) -> None:
         self.processor.on_span_start(span)
@@ -79,10 +82,11 @@ def use_spool(
     *,
     config: SpoolConfig | None = None,
     ship: bool | ShipperConfig = True,
+    redact: Redact | None = None,
 ) -> SpoolingTraceQueueManager:
     """Make a :class:`SpoolingTraceQueueManager` the process default, so spans made with
     ``create_span``/``create_trace`` without ``queue_manager=`` are spooled too."""
-    manager = SpoolingTraceQueueManager(path, config=config, ship=ship)
+    manager = SpoolingTraceQueueManager(path, config=config, ship=ship, redact=redact)
     # The SDK keeps its default in a module global and offers no setter; ``init()`` would
     # build its own in-memory manager.
     with _sdk_queue._queue_manager_lock:

@@ -33,6 +33,7 @@ from ._registry import REGISTRY, Registry
 from ._schema import SCHEMA_VERSION
 from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
 from .processor import SpoolProcessor, SyncSpoolProcessor
+from .redact import Redactor, default_redactor
 from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "NewerSchemaError",
     "NotASpoolError",
     "Outcome",
+    "Redactor",
     "Refused",
     "Registry",
     "Spool",
@@ -65,6 +67,7 @@ __all__ = [
     "SyncSpoolProcessor",
     "Synchronous",
     "UnsafeSpoolError",
+    "default_redactor",
     "default_spool_path",
     "encode_span",
     "file_sizes",

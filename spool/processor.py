@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+import orjson
 
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
 from ._mapping import NotASpan, Refused, encode_span
@@ -27,6 +30,7 @@ from ._ratelog import RateLimitedLog
 from ._registry import REGISTRY
 from ._shipping import ShippingHandle, start_shipping
 from .config import SpoolConfig
+from .redact import Redact
 
 __all__ = ["SpoolProcessor", "SyncSpoolProcessor"]
 
@@ -35,14 +39,50 @@ log = logging.getLogger("spool")
 # ``kind.value`` is a Python-level property on enums: look it up once.
 _KIND_VALUES = {kind: kind.value for kind in EventKind}
 
+_Encode = Callable[[object, EventKind, int], tuple[str, str, bytes]]
+
+
+def _redacting(redact: Redact) -> _Encode:
+    """``encode_span`` with the ``redact=`` hook between mapping and the final encoding.
+
+    The hook gets the event as plain JSON values (what would be spooled: a secret inside a
+    model object is a string it can see), its own copy; its result is checked and encoded as
+    any dict span is. Nothing reaches SQLite before the hook has run.
+    """
+
+    def encode(span: object, kind: EventKind, max_bytes: int) -> tuple[str, str, bytes]:
+        _, _, unredacted = encode_span(span, kind, sys.maxsize)  # the limit applies after
+        params = orjson.loads(unredacted)
+        try:
+            redacted = redact(params)
+        except Exception as exc:
+            # The message may quote the very data being redacted: name the type only.
+            raise Refused("redact_failed", f"the redact hook raised {type(exc).__name__}") from None
+        if not isinstance(redacted, dict):
+            raise Refused(
+                "redact_failed",
+                f"the redact hook returned {type(redacted).__name__}, not a dict",
+            )
+        return encode_span(redacted, kind, max_bytes)
+
+    return encode
+
 
 class _SpoolWriter:
     """What both processors do: map and check spans, hand rows to the group committer, count
     what could not be spooled. Never raises for tracing trouble."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None, config: SpoolConfig | None, ship: object
+        self,
+        path: str | os.PathLike[str] | None,
+        config: SpoolConfig | None,
+        ship: object,
+        redact: Redact | None = None,
     ) -> None:
+        if redact is not None and not callable(redact):
+            raise TypeError(f"redact= takes a callable, not {type(redact).__name__}")
+        # Without a hook the append path is exactly what it was: encode_span itself.
+        self._encode: _Encode = encode_span if redact is None else _redacting(redact)
         if config is None:
             config = SpoolConfig.from_env(path)
         elif path is not None:
@@ -94,11 +134,12 @@ class _SpoolWriter:
         now = time.time()
         value = _KIND_VALUES[kind]
         max_bytes = self.config.max_event_bytes
+        encode = self._encode
         for span in spans:
             if span is None:
                 raise TypeError("expected a span, got None")
             try:
-                span_id, trace_id, payload = encode_span(span, kind, max_bytes)
+                span_id, trace_id, payload = encode(span, kind, max_bytes)
             except Refused as refused:
                 counter = Counter.refused(refused.reason)
                 self.count(counter, f"spool: refused a span event: {refused}")
@@ -170,7 +211,8 @@ class SpoolProcessor:
     """An asyncio tracing processor (agentex ``AsyncTracingProcessor`` shape).
 
     ``await on_span_start(span)`` returns once the event is committed to the spool. The wait
-    happens off the event loop, so the agent's other tasks keep running.
+    happens off the event loop, so the agent's other tasks keep running. ``redact=`` (see
+    :mod:`spool.redact`) rewrites each event before it is serialized and written.
     """
 
     def __init__(
@@ -179,8 +221,9 @@ class SpoolProcessor:
         *,
         config: SpoolConfig | None = None,
         ship: object = False,
+        redact: Redact | None = None,
     ) -> None:
-        self._writer = _SpoolWriter(path, config, ship)
+        self._writer = _SpoolWriter(path, config, ship, redact)
 
     @property
     def config(self) -> SpoolConfig:
@@ -244,7 +287,8 @@ class SpoolProcessor:
 class SyncSpoolProcessor:
     """A threaded tracing processor (agentex ``SyncTracingProcessor`` shape).
 
-    ``on_span_start(span)`` returns once the event is committed to the spool.
+    ``on_span_start(span)`` returns once the event is committed to the spool. ``redact=`` as
+    for :class:`SpoolProcessor`.
     """
 
     def __init__(
@@ -253,8 +297,9 @@ class SyncSpoolProcessor:
         *,
         config: SpoolConfig | None = None,
         ship: object = False,
+        redact: Redact | None = None,
     ) -> None:
-        self._writer = _SpoolWriter(path, config, ship)
+        self._writer = _SpoolWriter(path, config, ship, redact)
 
     @property
     def config(self) -> SpoolConfig:

@@ -21,6 +21,7 @@ SPANS = {
     "threads.py": 8 * (1 + 2),
     "sgp_tracing.py": 3 * 3,
     "agentex_processor.py": 3,
+    "otel_tracing.py": 3 * 2,
 }
 
 

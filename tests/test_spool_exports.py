@@ -49,7 +49,7 @@ def test_the_spool_never_imports_http_or_the_sdk() -> None:
     code = (
         "import sys, spool, spool.processor, spool.store, spool.ops\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('httpx', 'scale_gp_beta', 'shipper', 'cli', 'tenacity'))\n"
+        "('httpx', 'scale_gp_beta', 'shipper', 'cli', 'tenacity', 'opentelemetry'))\n"
         "print(','.join(bad))"
     )
     result = subprocess.run(
