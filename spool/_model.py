@@ -68,6 +68,7 @@ class Counter(enum.StrEnum):
     REFUSED_TOO_LARGE = "refused:too_large"
     REFUSED_INVALID_SPAN = "refused:invalid_span"
     REFUSED_UNSERIALIZABLE = "refused:unserializable"
+    REFUSED_REDACT_FAILED = "refused:redact_failed"
 
     @property
     def reason(self) -> str:

@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - the dev extra installs it
         "spool.otel needs the OpenTelemetry SDK: pip install 'spool-ship[otel]'"
     ) from exc
 
-from ._model import EventKind
+from ._model import Counter, EventKind
 from .config import SpoolConfig
 from .processor import SyncSpoolProcessor
 from .redact import Redact
@@ -139,7 +139,7 @@ class SpoolSpanProcessor(SpanProcessor):
         except Exception as exc:
             # A span's own data broke the mapping: tracing trouble, counted, not raised.
             self._spool._writer.count(
-                "refused:unserializable", f"spool: cannot map an OpenTelemetry span: {exc!r}"
+                Counter.REFUSED_UNSERIALIZABLE, f"spool: cannot map an OpenTelemetry span: {exc!r}"
             )
             return
         try:
