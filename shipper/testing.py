@@ -158,6 +158,7 @@ class _Config:
     drop_rate: float = 0.0
     latency: tuple[float, float] = (0.0, 0.0)
     latency_sigma: float = 0.0  # > 0: latency[0] is the median of a lognormal
+    capacity: tuple[int, _Failure] | None = None  # more batch requests in flight are refused
     refusals: tuple[_Refusal, ...] = ()
     max_body_bytes: int | None = None
     auth_failure: int | None = None
@@ -213,6 +214,22 @@ class Faults:
         with self._lock:
             self._rng = random.Random(seed)
             self._update(fail_rate=fail_rate, drop_rate=drop_rate, random_failure=failure)
+
+    def set_capacity(
+        self,
+        limit: int | None,
+        *,
+        status: int = 429,
+        retry_after: float | None = None,
+        detail: str = "too many requests",
+    ) -> None:
+        """Answer ``status`` at once to a batch request arriving while ``limit`` others are in
+        flight: a rate limiter in front of a backend that serves ``limit`` at a time. None: no
+        limit."""
+        if limit is not None and limit < 1:
+            raise ValueError("capacity must be at least 1")
+        failure = _Failure(status, retry_after, detail)
+        self._update(capacity=None if limit is None else (limit, failure))
 
     def set_latency(
         self, seconds: float | tuple[float, float], *, p95: float | None = None
@@ -573,6 +590,9 @@ class _Handler(BaseHTTPRequestHandler):
         faults = fake.faults
         faults._gate.wait()
         config, delay, scripted = faults._draw()
+        if config.capacity is not None and fake._in_flight > config.capacity[0]:
+            over = config.capacity[1]
+            return over.status, {"detail": over.detail}, over.retry_after
         if fake._stopping.is_set() or (delay and fake._stopping.wait(delay)):
             return None
         if isinstance(scripted, _Failure):
@@ -765,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fail-status", type=int, default=503)
     parser.add_argument("--retry-after", type=float, help="seconds, sent with random failures")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="fraction of requests dropped")
+    parser.add_argument(
+        "--capacity", type=int, help="N: refuse batch requests beyond N in flight (429)"
+    )
     parser.add_argument("--latency", type=_latency_arg, default=0.0, help="SECONDS or LOW,HIGH")
     parser.add_argument(
         "--latency-p95", type=float, help="SECONDS: --latency is then a lognormal's median"
@@ -794,6 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
     )
     server.faults.set_latency(args.latency, p95=args.latency_p95)
+    server.faults.set_capacity(args.capacity, retry_after=args.retry_after)
     server.faults.set_max_body_bytes(args.max_body_bytes)
     with server:
         print(f"SGP_CLIENT_BASE_URL={server.base_url}", flush=True)
