@@ -13,7 +13,7 @@ from .concurrency import AdaptiveConcurrency, AimdSettings, Signal
 from .config import ShipperConfig
 from .loop import Shipper
 from .results import DrainResult, Progress, StopReason
-from .upload import SGPUploader, Uploader, batch_body
+from .upload import SGPUploader, Uploader, batch_body, split_batches
 
 __all__ = [
     "Action",
@@ -33,4 +33,5 @@ __all__ = [
     "batch_body",
     "classify",
     "parse_retry_after",
+    "split_batches",
 ]

@@ -13,7 +13,7 @@ attributes) measured no faster with the endpoint 150 ms away, nor on loopback
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 import scale_gp_beta
@@ -22,14 +22,52 @@ from ._errors import ShipperConfigError
 from ._http import http_client
 from .config import ENV_ACCOUNT_ID, ENV_API_KEY, ShipperConfig
 
-__all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body"]
+__all__ = ["BATCH_PATH", "SGPUploader", "Uploader", "batch_body", "split_batches"]
 
 BATCH_PATH = "/v5/spans/batch"
 
 
+_BODY_OPEN, _BODY_CLOSE = b'{"items":[', b"]}"
+
+
 def batch_body(payloads: Sequence[bytes]) -> bytes:
     """The request body for stored span payloads, byte for byte as they were spooled."""
-    return b'{"items":[' + b",".join(payloads) + b"]}"
+    return _BODY_OPEN + b",".join(payloads) + _BODY_CLOSE
+
+
+class _Stored(Protocol):
+    @property
+    def payload(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=_Stored)
+
+
+def split_batches(events: Sequence[E], size: int, max_bytes: int) -> list[list[E]]:
+    """``events`` in order, cut into batches of at most ``size`` events whose
+    :func:`batch_body` is at most ``max_bytes`` long; an event too large for any batch goes
+    alone (the endpoint's 413 then dead-letters it).
+
+    >>> from types import SimpleNamespace as Event
+    >>> events = [Event(payload=b"x" * n) for n in (40, 40, 40, 200, 10)]
+    >>> [[len(e.payload) for e in batch] for batch in split_batches(events, 50, 100)]
+    [[40, 40], [40], [200], [10]]
+    """
+    batches: list[list[E]] = []
+    batch: list[E] = []
+    length = 0
+    for event in events:
+        # The body grows by the payload, plus a comma after the first.
+        grown = length + len(event.payload) + (1 if batch else len(_BODY_OPEN + _BODY_CLOSE))
+        if batch and (len(batch) == size or grown > max_bytes):
+            batches.append(batch)
+            batch = []
+            grown = len(event.payload) + len(_BODY_OPEN + _BODY_CLOSE)
+        batch.append(event)
+        length = grown
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 class Uploader(Protocol):
