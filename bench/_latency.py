@@ -10,8 +10,9 @@ process run, on the same endpoint and the same events:
 
 * throughput: ``Shipper.drain()`` with default settings against agentex's queue defaults
   (``AsyncSGPClient.spans.upsert_batch``, batches of 200, 3 in flight). Goal: 2x or more.
-  Alongside, the transport: the shipper's uploader (the SDK's ``put`` on its aiohttp backend)
-  against the same ``put`` on the SDK's default httpx client, at this latency and on loopback.
+  Alongside, the upload path: the shipper's uploader (after the first request, straight to
+  the transport) against the SDK's public ``put`` on every request, on the SDK's aiohttp and
+  on its default httpx client, at this latency and on loopback.
 * storm: the endpoint serves 8 requests at a time and answers 429 at once to any more. Requests
   per delivered event of a sender whose concurrency adapts (:class:`AdaptiveConcurrency`)
   against the same sender held at a fixed 32; and of ``Shipper.drain()``. Goal: adaptive
@@ -108,8 +109,9 @@ def config_for(url: str, **options: Any) -> ShipperConfig:
 
 
 UPLOADERS: dict[str, Callable[[ShipperConfig], Uploader]] = {
-    "SGPUploader (SDK put, aiohttp)": SGPUploader,
-    "SDK put, default httpx client": lambda c: PublicPutUploader(c, aiohttp=False),
+    "SGPUploader (to the transport)": SGPUploader,
+    "SDK put every request, aiohttp": lambda c: PublicPutUploader(c, aiohttp=True),
+    "SDK put every request, httpx": lambda c: PublicPutUploader(c, aiohttp=False),
 }
 
 
