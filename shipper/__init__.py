@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._errors import ShipperConfigError, ShipperError
 from .classify import Action, Verdict, classify, parse_retry_after
+from .concurrency import AdaptiveConcurrency, AimdSettings, Signal
 from .config import ShipperConfig
 from .loop import Shipper
 from .results import DrainResult, Progress, StopReason
@@ -16,6 +17,8 @@ from .upload import SGPUploader, Uploader, batch_body
 
 __all__ = [
     "Action",
+    "AdaptiveConcurrency",
+    "AimdSettings",
     "DrainResult",
     "Progress",
     "SGPUploader",
@@ -23,6 +26,7 @@ __all__ = [
     "ShipperConfig",
     "ShipperConfigError",
     "ShipperError",
+    "Signal",
     "StopReason",
     "Uploader",
     "Verdict",
