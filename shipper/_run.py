@@ -8,11 +8,23 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .classify import Action, Verdict
+from .concurrency import Signal
 from .results import Progress, StopReason
 
-__all__ = ["RunState", "wait_for_event"]
+__all__ = ["ConcurrencyControl", "RunState", "wait_for_event"]
+
+
+class ConcurrencyControl(Protocol):
+    """How many requests may be in flight (:class:`shipper.AdaptiveConcurrency`): dispatch
+    reads ``limit`` whenever it wants a slot; delivery reports each finished request."""
+
+    @property
+    def limit(self) -> int: ...
+
+    def record(self, rtt: float, signal: Signal) -> None: ...
 
 
 def _set() -> asyncio.Event:

@@ -35,14 +35,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from tenacity import RetryCallState
 
 from spool import AsyncSpool, ClaimedEvent, MetaKey, ops
 
 from ._acks import AckWriter
-from ._run import RunState
+from ._run import ConcurrencyControl, RunState
 from .classify import ACKED, Action, Verdict, classify
 from .concurrency import Signal
 from .config import ShipperConfig
@@ -58,12 +57,6 @@ Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 
 _BACKPRESSURE = frozenset({429, 503})
-
-
-class Recorder(Protocol):
-    """The concurrency controller's side that delivery feeds (``AdaptiveConcurrency``)."""
-
-    def record(self, rtt: float, signal: Signal) -> None: ...
 
 
 def request_deadline(config: ShipperConfig) -> float:
@@ -118,7 +111,7 @@ class Delivery:
         policy: RetryPolicy,
         state: RunState,
         acks: AckWriter,
-        controller: Recorder,
+        controller: ConcurrencyControl,
         free_slot: Callable[[], None],
     ) -> None:
         self.spool, self.config, self.owner, self.clock, self.sleep = (

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from spool import AsyncSpool, SpoolConfig, SpoolError, ops
 
 from ._acks import AckWriter
-from ._run import RunState, wait_for_event
+from ._run import ConcurrencyControl, RunState, wait_for_event
 from .concurrency import AdaptiveConcurrency
 from .config import ShipperConfig
 from .delivery import Delivery
@@ -59,7 +59,8 @@ class Shipper:
     """Ships one spool. ``run()`` ships until ``stop()``; ``drain()`` until nothing is left.
 
     ``concurrency``: the controller of how many requests are in flight; by default an
-    :class:`~shipper.concurrency.AdaptiveConcurrency` up to ``config.concurrency``.
+    :class:`~shipper.concurrency.AdaptiveConcurrency` up to ``config.concurrency``, starting
+    at one request and climbing as answers come back.
     """
 
     def __init__(
@@ -72,12 +73,14 @@ class Shipper:
         sleep: Sleep | None = None,
         owner: str | None = None,
         create: bool = True,
-        concurrency: AdaptiveConcurrency | None = None,
+        concurrency: ConcurrencyControl | None = None,
     ) -> None:
         self.spool_config = spool if isinstance(spool, SpoolConfig) else SpoolConfig.from_env(spool)
         self.config = config if config is not None else ShipperConfig.from_env()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.concurrency = concurrency or AdaptiveConcurrency(self.config.concurrency)
+        self.concurrency: ConcurrencyControl = concurrency or AdaptiveConcurrency(
+            self.config.concurrency
+        )
         self.policy = RetryPolicy.from_config(self.config)
         self._uploader = uploader
         self._create = create
