@@ -11,8 +11,9 @@ from ._errors import ShipperConfigError, ShipperError
 from .classify import Action, Verdict, classify, parse_retry_after
 from .concurrency import AdaptiveConcurrency, AimdSettings, Signal
 from .config import ShipperConfig
-from .loop import Shipper
+from .lifecycle import Shipper
 from .results import DrainResult, Progress, StopReason
+from .retry import RetryPolicy
 from .upload import SGPUploader, Uploader, batch_body, split_batches
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "AimdSettings",
     "DrainResult",
     "Progress",
+    "RetryPolicy",
     "SGPUploader",
     "Shipper",
     "ShipperConfig",

@@ -32,7 +32,8 @@ never faulted or hung:
   "retry_after": 0.1}, "drop_next": {"n": 1, "after_store": false}, "random": {"fail_rate": 0.3,
   "status": 503, "retry_after": 0.05, "drop_rate": 0.1, "seed": 7}, "latency": 0.01 | [lo, hi],
   "refuse": {"ids": ["span-1"], "status": 409}, "max_body_bytes": 65536 | null, "hang": bool,
-  "fail_auth": 401 | 403 | null}`` (``clear`` applies first); a bad spec is a 400.
+  "fail_auth": 401 | 403 | null, "trickle": 0.05}`` (``clear`` applies first); a bad spec is a
+  400.
 - ``GET /_fake/stats`` (`ServerStats`), ``/_fake/requests``, ``/_fake/arrivals``,
   ``/_fake/spans``; ``POST /_fake/reset`` clears records and faults.
 
@@ -162,6 +163,7 @@ class _Config:
     refusals: tuple[_Refusal, ...] = ()
     max_body_bytes: int | None = None
     auth_failure: int | None = None
+    trickle: float = 0.0
 
 
 class Faults:
@@ -269,6 +271,13 @@ class Faults:
         """Answer 413 to bodies larger than ``limit`` bytes; None: no limit."""
         self._update(max_body_bytes=limit)
 
+    def trickle(self, seconds_per_byte: float) -> None:
+        """Send each answer a byte at a time, ``seconds_per_byte`` apart (a slow or stalled
+        proxy: no single read waits long, the whole answer does); 0 turns it off."""
+        if seconds_per_byte < 0:
+            raise ValueError("seconds_per_byte must not be negative")
+        self._update(trickle=float(seconds_per_byte))
+
     def hang(self) -> None:
         """Hold every batch request until `unhang()` or the server stops (which drops them)."""
         self._gate.clear()
@@ -293,6 +302,7 @@ class Faults:
             ),
             "max_body_bytes": self.set_max_body_bytes,
             "hang": lambda on: self.hang() if on else self.unhang(),
+            "trickle": self.trickle,
             "fail_auth": self.fail_auth,
         }
         unknown = set(spec) - set(actions)
@@ -682,8 +692,21 @@ class _Handler(BaseHTTPRequestHandler):
             head += f"Retry-After: {seconds}\r\n"
         if self.close_connection:
             head += "Connection: close\r\n"
-        # One write: headers and body in separate small segments would meet Nagle + delayed ACK.
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+        answer = head.encode("latin-1") + b"\r\n" + body
+        fake = self.server.fake
+        on_batch = urllib.parse.urlsplit(self.path).path == BATCH_PATH
+        interval = fake.faults._config.trickle if on_batch else 0.0
+        if not interval:
+            # One write: headers and body in separate small segments would meet Nagle + delayed
+            # ACK.
+            self.wfile.write(answer)
+            return
+        for index in range(len(answer)):
+            if fake._stopping.wait(interval):
+                self._drop()
+                return
+            self.wfile.write(answer[index : index + 1])
+            self.wfile.flush()
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -133,6 +133,20 @@ class RecordedSleeps:
         await asyncio.sleep(0)
 
 
+class GatedSleep:
+    """An injected sleep that records the wait, then holds until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.entered.set()
+        await self.gate.wait()
+
+
 def run_async(main: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Run a test's coroutine; a hang fails the test instead of stalling the suite."""
 

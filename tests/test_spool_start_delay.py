@@ -112,3 +112,9 @@ def test_the_byte_cap_keeps_span_order_and_the_start_delay(spool: Spool) -> None
     )
     claimed = spool.run(ops.claim("A", 50, LEASE, 101.0, start_delay=DELAY, max_bytes=10_000))
     assert [e.span_id for e in claimed] == ["b"]
+
+
+def test_a_start_from_after_now_counts_as_old(spool: Spool) -> None:
+    """Written before the wall clock stepped back: held, it would wait out the step too."""
+    assert spool.append([event("stepped", START, at=500.0)])
+    assert claim(spool, now=100.0) == ["stepped:start"]
