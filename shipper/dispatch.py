@@ -27,6 +27,7 @@ from ._acks import AckWriter
 from ._run import RunState, wait_for_event
 from .config import ShipperConfig
 from .retry import RetryPolicy
+from .upload import batch_body, split_batches
 
 __all__ = ["MAX_IDLE", "PRUNE_CHUNK", "Dispatcher", "Slots"]
 
@@ -110,9 +111,9 @@ class Dispatcher:
                 free = await self._free_slots()
                 if not free:
                     break
-                size = self.config.batch_size
-                events = await self._claim_up_to(size * free)
-                batches = [events[i : i + size] for i in range(0, len(events), size)]
+                size, max_bytes = self.config.batch_size, self.config.batch_max_bytes
+                events = await self._claim_up_to(size * free, max_bytes * free)
+                batches = await self._within(split_batches(events, size, max_bytes), free)
                 if not batches:
                     if await self._idle():
                         break
@@ -159,7 +160,7 @@ class Dispatcher:
             log.error("batch failed unexpectedly", exc_info=task.exception())
 
     async def _fill(self, events: list[ClaimedEvent]) -> list[ClaimedEvent]:
-        size = self.config.batch_size
+        size, max_bytes = self.config.batch_size, self.config.batch_max_bytes
         state = self.state
         if state.drain or self.config.linger <= 0:
             return events
@@ -167,25 +168,50 @@ class Dispatcher:
         until = self.clock() + self.config.linger
         while len(events) < size and not (state.stopping.is_set() or state.drain):
             left = until - self.clock()
-            if left <= 0:
+            room = max_bytes - len(batch_body([e.payload for e in events])) - 1
+            if left <= 0 or room <= 0:
                 break
             await wait_for_event(state.wakeup, min(left, self.config.poll_interval))
-            events += await self._claim_up_to(size - len(events))
-        return events
+            events += await self._claim_up_to(size - len(events), room)
+        # The claim takes its oldest event whatever its size: cut again, keep the first.
+        (batch, *_) = await self._within(split_batches(events, size, max_bytes), 1)
+        return batch
 
-    async def _claim_up_to(self, limit: int) -> list[ClaimedEvent]:
+    async def _within(
+        self, batches: list[list[ClaimedEvent]], free: int
+    ) -> list[list[ClaimedEvent]]:
+        """The first ``free`` batches; the events of any more (cut by bytes from one claim)
+        go back to pending, so requests in flight stay within the limit."""
+        extra = [e.seq for batch in batches[free:] for e in batch]
+        if extra:
+            await self.spool.run(ops.release(extra, self.owner))
+        return batches[:free]
+
+    async def _claim_up_to(self, limit: int, max_bytes: int) -> list[ClaimedEvent]:
         self.state.wakeup.clear()
         lease, max_wait = self.config.lease_seconds, self.policy.max_wait
+        delay = self.config.start_delay
         return await self.acks.carry(
             lambda acked: self.spool.run(
-                ops.ack_and_claim(acked, self.owner, limit, lease, self.clock(), max_wait=max_wait)
+                ops.ack_and_claim(
+                    acked,
+                    self.owner,
+                    limit,
+                    lease,
+                    self.clock(),
+                    max_wait=max_wait,
+                    start_delay=delay,
+                    max_bytes=max_bytes,
+                )
             )
         )
 
     async def _idle(self) -> bool:
         """Wait for work. True when a drain is complete."""
         state = self.state
-        pending, leased, due = await self.spool.run(ops.outstanding(), write=False)
+        pending, leased, due = await self.spool.run(
+            ops.outstanding(self.config.start_delay), write=False
+        )
         state.remaining = pending + leased
         if state.drain and not self.inflight and not pending and not leased:
             return True
