@@ -3,29 +3,34 @@
 The idea is Vector's adaptive request concurrency (``src/sinks/util/adaptive_concurrency``),
 written anew: additive increase, multiplicative decrease (AIMD) driven by two signals.
 
-- Round-trip time. Answers are grouped into windows about one round trip long, and each
-  window's mean RTT is compared with the baseline (an EWMA of earlier windows' means). A window
-  at or below the baseline raises the limit by one; one above it by more than a margin
-  (``rtt_deviation_scale`` standard deviations, and at least ``rtt_tolerance`` of the mean)
-  multiplies the limit by ``rtt_decrease_ratio``; one in between leaves it. A latency that does
-  not grow with load (a far but idle endpoint) thus ends at ``maximum``, as half of its windows
-  are below the mean; one that grows as requests queue up stops the climb, as the baseline lags
-  behind a rising RTT.
+- Round-trip time. Answers are grouped into windows about one round trip long (and of at
+  least ``min_samples`` answers, or one round trip's worth at a low limit), and each window's
+  mean RTT is compared with the baseline (an EWMA of earlier windows' means; the first
+  window's mean to begin with). A window whose mean is within one standard error of the
+  baseline or below it raises the limit by one; one above the baseline by more than a margin
+  (``rtt_deviation_scale`` standard deviations of the baseline, and at least
+  ``rtt_tolerance`` of it: the RTT doubled) multiplies the limit by ``rtt_decrease_ratio``;
+  one in between leaves it. A long-tailed but steady latency (150 ms median, 330 ms p95)
+  thus ends at ``maximum``, its noise averaged out; a latency that jumps as requests queue
+  brings the limit down. A slow, steady rise is absorbed into the baseline: back-pressure is
+  the firm brake.
 - Back-pressure (429, 503, timeouts, connection errors): the limit is multiplied by
   ``backpressure_ratio`` at once, at most once per window, so a burst of refusals from one
   volley halves it once rather than collapsing it to 1.
 
 Until the first decrease the limit doubles per window instead of adding one (TCP's slow start):
-at 150 ms per round trip, climbing from 1 to 32 takes five windows instead of thirty-one.
+at 150 ms per round trip, climbing from 1 to 32 takes six windows instead of thirty-two.
 
 The controller is pure: no I/O, no tasks, time only from the injected ``clock``. The caller
 reads :attr:`AdaptiveConcurrency.limit` before it starts a request and reports each finished
 request with :meth:`AdaptiveConcurrency.record`.
 
->>> ticks = iter(range(100))
->>> aimd = AdaptiveConcurrency(8, clock=lambda: float(next(ticks)))
->>> for _ in range(6):
-...     aimd.record(0.15, Signal.OK)
+>>> now = 0.0
+>>> aimd = AdaptiveConcurrency(8, clock=lambda: now)
+>>> for _ in range(6):  # six round trips of 150 ms, every slot in use
+...     now += 0.15
+...     for _ in range(aimd.limit):
+...         aimd.record(0.15, Signal.OK)
 >>> aimd.limit
 8
 >>> aimd.record(0.15, Signal.BACKPRESSURE)
@@ -66,8 +71,11 @@ class AimdSettings:
     """Weight of the newest window in the RTT baseline (Vector's default)."""
     rtt_deviation_scale: float = 2.5
     """A window is rising when its mean exceeds the baseline by this many standard deviations."""
-    rtt_tolerance: float = 0.5
-    """...and by at least this fraction of the baseline, so noise on a steady link is ignored."""
+    rtt_tolerance: float = 1.0
+    """...and by at least this fraction of it, so a long tail on a steady link is not a rise."""
+    min_samples: int = 4
+    """A window closes only with this many answers in it (or a refusal): the mean of one or two
+    round trips of a long-tailed latency is noise, not a trend."""
 
     def __post_init__(self) -> None:
         for name in ("backpressure_ratio", "rtt_decrease_ratio", "ewma_alpha"):
@@ -76,6 +84,8 @@ class AimdSettings:
         for name in ("rtt_deviation_scale", "rtt_tolerance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.min_samples < 1:
+            raise ValueError("min_samples must be at least 1")
 
 
 @dataclass(slots=True)
@@ -110,6 +120,7 @@ class AdaptiveConcurrency:
         "_window_backpressure",
         "_window_count",
         "_window_end",
+        "_window_squares",
         "_window_sum",
     )
 
@@ -133,6 +144,7 @@ class AdaptiveConcurrency:
         self._baseline: _Baseline | None = None
         self._window_end: float | None = None
         self._window_sum = 0.0
+        self._window_squares = 0.0
         self._window_count = 0
         self._window_backpressure = False
 
@@ -157,15 +169,19 @@ class AdaptiveConcurrency:
         now = self._clock()
         # The window closes before this answer joins the next one, so the answers of one
         # volley, arriving together, land in one window.
-        if self._window_end is not None and now >= self._window_end:
+        if self._window_end is not None and now >= self._window_end and self._window_ripe():
             self._close_window(now)
         if signal is Signal.OK:
-            if self._baseline is None:
-                # The first answer is the baseline and opens the first window.
-                self._baseline = _Baseline(rtt)
-            else:
-                self._window_sum += rtt
-                self._window_count += 1
+            self._window_sum += rtt
+            self._window_squares += rtt * rtt
+            self._window_count += 1
+            if self._baseline is None and self._window_count >= self._enough():
+                # The first answers are the baseline, and open the first window.
+                self._baseline = _Baseline(self._window_sum / self._window_count)
+                self._window_sum, self._window_squares, self._window_count = 0.0, 0.0, 0
+                self._window_backpressure = False
+                self._window_end = now + self._baseline.mean
+                return
         elif signal is Signal.BACKPRESSURE and not self._window_backpressure:
             self._window_backpressure = True
             self._decrease(self._settings.backpressure_ratio)
@@ -175,6 +191,16 @@ class AdaptiveConcurrency:
             # No baseline yet: this answer's round trip is the best guess at a window.
             self._window_end = now + rtt
 
+    def _window_ripe(self) -> bool:
+        """Enough answers to judge the RTT by (one or two are mostly noise), or a refusal
+        that must not be counted twice."""
+        return self._window_count >= self._enough() or self._window_backpressure
+
+    def _enough(self) -> int:
+        # At a low limit a round trip brings fewer answers than min_samples: wait for no more
+        # than one round trip's worth.
+        return min(self._settings.min_samples, self._limit)
+
     def _close_window(self, now: float) -> None:
         baseline = self._baseline
         if baseline is not None and self._window_count:
@@ -182,13 +208,26 @@ class AdaptiveConcurrency:
             if not self._window_backpressure:
                 if self._rising(current, baseline):
                     self._decrease(self._settings.rtt_decrease_ratio)
-                elif current <= baseline.mean or math.isclose(current, baseline.mean):
+                elif current <= baseline.mean + self._standard_error(current) or math.isclose(
+                    current, baseline.mean
+                ):
                     self._increase()
             baseline.update(current, self._settings.ewma_alpha)
-        self._window_end = None if baseline is None else now + baseline.mean
-        self._window_sum = 0.0
-        self._window_count = 0
         self._window_backpressure = False
+        if baseline is None:
+            # A window of refusals before any baseline: the answers so far still make it.
+            self._window_end = None
+            return
+        self._window_end = now + baseline.mean
+        self._window_sum = 0.0
+        self._window_squares = 0.0
+        self._window_count = 0
+
+    def _standard_error(self, mean: float) -> float:
+        """How far this window's mean RTT may sit above the baseline by chance alone."""
+        n = self._window_count
+        variance = max(0.0, self._window_squares / n - mean * mean)
+        return math.sqrt(variance / n)
 
     def _rising(self, current: float, baseline: _Baseline) -> bool:
         margin = max(

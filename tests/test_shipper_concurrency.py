@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import heapq
+import math
 import random
 
 import pytest
@@ -97,6 +99,29 @@ def test_noisy_but_steady_latency_still_reaches_the_maximum() -> None:
     for _ in range(3000):
         answer(aimd, clock, rng.lognormvariate(-1.897, 0.479) / aimd.limit, Signal.OK)
     assert aimd.limit >= 28
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_long_tailed_steady_latency_reaches_the_maximum_soon_and_stays(seed: int) -> None:
+    """Requests kept in flight at the limit, each answered after a lognormal delay (p50 150 ms,
+    p95 330 ms): the tail alone never brings the limit down."""
+    rng = random.Random(seed)
+    clock = Clock()
+    aimd = AdaptiveConcurrency(32, clock=clock)
+    answers: list[tuple[float, float]] = []  # (arrives at, rtt), a heap
+    reached = None
+    while clock.now < 20.0:
+        while len(answers) < aimd.limit:
+            rtt = rng.lognormvariate(math.log(0.15), 0.479)
+            heapq.heappush(answers, (clock.now + rtt, rtt))
+        clock.now, rtt = heapq.heappop(answers)
+        aimd.record(rtt, Signal.OK)
+        if aimd.limit == 32 and reached is None:
+            reached = clock.now
+        if reached is not None:
+            assert aimd.limit == 32
+    assert reached is not None
+    assert reached < 3.0
 
 
 def test_rtt_growing_with_load_stops_the_climb() -> None:
