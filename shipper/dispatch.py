@@ -224,7 +224,8 @@ class Dispatcher:
         ahead than any lease this shipper writes: the wall clock stepped back)."""
         lease = self.config.lease_seconds
         horizon = lease + self.policy.max_wait
-        while not await wait_for_event(self.state.stopping, self.config.poll_interval):
+        every = min(max(self.config.poll_interval, 0.01), lease / 4)
+        while not await wait_for_event(self.state.stopping, every):
             now = self.clock()
             due = [
                 held
@@ -236,7 +237,15 @@ class Dispatcher:
             seqs = [seq for held in due for seq in held.seqs]
             # Acked and dead events are no longer leased: renewing skips them, as it skips
             # leases that already cover a backoff wait.
-            await self.spool.run(ops.extend_leases(seqs, self.owner, now + lease, now + horizon))
+            try:
+                await self.spool.run(
+                    ops.extend_leases(seqs, self.owner, now + lease, now + horizon)
+                )
+            except Exception:
+                # The spool is busy or failing: the next turn tries again, and the batches'
+                # own writes report what is wrong.
+                log.warning("lease renewal failed n=%d", len(seqs), exc_info=True)
+                continue
             for held in due:
                 held.expires = now + lease
             log.debug("renewed leases n=%d", len(seqs))
