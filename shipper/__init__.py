@@ -14,7 +14,7 @@ from .config import ShipperConfig
 from .lifecycle import Shipper
 from .results import DrainResult, Progress, StopReason
 from .retry import RetryPolicy
-from .upload import SGPUploader, Uploader, batch_body
+from .upload import SGPUploader, Uploader, batch_body, split_batches
 
 __all__ = [
     "Action",
@@ -35,4 +35,5 @@ __all__ = [
     "batch_body",
     "classify",
     "parse_retry_after",
+    "split_batches",
 ]

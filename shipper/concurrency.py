@@ -11,9 +11,9 @@ written anew: additive increase, multiplicative decrease (AIMD) driven by two si
   not grow with load (a far but idle endpoint) thus ends at ``maximum``, as half of its windows
   are below the mean; one that grows as requests queue up stops the climb, as the baseline lags
   behind a rising RTT.
-- Back-pressure (429, 503, timeouts): the limit is multiplied by ``backpressure_ratio`` at
-  once, at most once per window, so a burst of refusals from one volley halves it once rather
-  than collapsing it to 1.
+- Back-pressure (429, 503, timeouts, connection errors): the limit is multiplied by
+  ``backpressure_ratio`` at once, at most once per window, so a burst of refusals from one
+  volley halves it once rather than collapsing it to 1.
 
 Until the first decrease the limit doubles per window instead of adding one (TCP's slow start):
 at 150 ms per round trip, climbing from 1 to 32 takes five windows instead of thirty-one.
@@ -48,11 +48,12 @@ class Signal(enum.Enum):
     """What one finished request says about the endpoint's load."""
 
     OK = "ok"
-    """Answered (2xx, or a 4xx about the content): the RTT is a load measurement."""
+    """Answered 2xx: the RTT is a load measurement."""
     BACKPRESSURE = "backpressure"
-    """429, 503 or a timeout: the endpoint asks for less."""
+    """429, 503, a timeout or a connection error: the endpoint (or the way to it) asks for
+    less."""
     OTHER = "other"
-    """Anything else (a connection refused, a 500): says nothing about load; ignored."""
+    """Anything else (a 500, a 4xx about the content): says nothing about load; ignored."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import random
 import signal
 import socket
@@ -82,6 +83,7 @@ MAX_ID_LENGTH = 256  # characters (422) and UTF-8 bytes (400)
 ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")
 REQUIRED_FIELDS = ("name", "trace_id", "start_timestamp")
 UNAVAILABLE = "service unavailable"
+_Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 
 Item = dict[str, Any]
 _Answer = tuple[int, object, float | None]  # status, JSON body, Retry-After seconds
@@ -156,6 +158,8 @@ class _Config:
     random_failure: _Failure = _Failure(503, None, UNAVAILABLE)
     drop_rate: float = 0.0
     latency: tuple[float, float] = (0.0, 0.0)
+    latency_sigma: float = 0.0  # > 0: latency[0] is the median of a lognormal
+    capacity: tuple[int, _Failure] | None = None  # more batch requests in flight are refused
     refusals: tuple[_Refusal, ...] = ()
     max_body_bytes: int | None = None
     auth_failure: int | None = None
@@ -213,12 +217,39 @@ class Faults:
             self._rng = random.Random(seed)
             self._update(fail_rate=fail_rate, drop_rate=drop_rate, random_failure=failure)
 
-    def set_latency(self, seconds: float | tuple[float, float]) -> None:
-        """Delay answers by ``seconds``, or uniformly within ``(low, high)``; 0 turns it off."""
+    def set_capacity(
+        self,
+        limit: int | None,
+        *,
+        status: int = 429,
+        retry_after: float | None = None,
+        detail: str = "too many requests",
+    ) -> None:
+        """Answer ``status`` at once to a batch request arriving while ``limit`` others are in
+        flight: a rate limiter in front of a backend that serves ``limit`` at a time. None: no
+        limit."""
+        if limit is not None and limit < 1:
+            raise ValueError("capacity must be at least 1")
+        failure = _Failure(status, retry_after, detail)
+        self._update(capacity=None if limit is None else (limit, failure))
+
+    def set_latency(
+        self, seconds: float | tuple[float, float], *, p95: float | None = None
+    ) -> None:
+        """Delay answers by ``seconds``, or uniformly within ``(low, high)``; 0 turns it off.
+
+        With ``p95``, ``seconds`` is the median of a lognormal whose 95th percentile is ``p95``
+        (a real backend's long tail: ``set_latency(0.15, p95=0.33)``).
+        """
         low, high = seconds if isinstance(seconds, tuple) else (seconds, seconds)
         if not 0.0 <= low <= high:
             raise ValueError("latency must satisfy 0 <= low <= high")
-        self._update(latency=(float(low), float(high)))
+        sigma = 0.0
+        if p95 is not None:
+            if low != high or not 0.0 < low <= p95:
+                raise ValueError("a lognormal latency needs 0 < median <= p95")
+            sigma = math.log(p95 / low) / _Z95
+        self._update(latency=(float(low), float(high)), latency_sigma=sigma)
 
     def refuse(
         self,
@@ -288,7 +319,10 @@ class Faults:
         with self._lock:
             config = self._config
             low, high = config.latency
-            delay = low if low == high else self._rng.uniform(low, high)
+            if config.latency_sigma:
+                delay = self._rng.lognormvariate(math.log(low), config.latency_sigma)
+            else:
+                delay = low if low == high else self._rng.uniform(low, high)
             if self._script:
                 return config, delay, self._script.popleft()
             if config.drop_rate and self._rng.random() < config.drop_rate:
@@ -566,6 +600,9 @@ class _Handler(BaseHTTPRequestHandler):
         faults = fake.faults
         faults._gate.wait()
         config, delay, scripted = faults._draw()
+        if config.capacity is not None and fake._in_flight > config.capacity[0]:
+            over = config.capacity[1]
+            return over.status, {"detail": over.detail}, over.retry_after
         if fake._stopping.is_set() or (delay and fake._stopping.wait(delay)):
             return None
         if isinstance(scripted, _Failure):
@@ -771,7 +808,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fail-status", type=int, default=503)
     parser.add_argument("--retry-after", type=float, help="seconds, sent with random failures")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="fraction of requests dropped")
+    parser.add_argument(
+        "--capacity", type=int, help="N: refuse batch requests beyond N in flight (429)"
+    )
     parser.add_argument("--latency", type=_latency_arg, default=0.0, help="SECONDS or LOW,HIGH")
+    parser.add_argument(
+        "--latency-p95", type=float, help="SECONDS: --latency is then a lognormal's median"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-body-bytes", type=int)
     parser.add_argument("--no-record", action="store_true", help="keep counters only")
@@ -796,7 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_rate=args.drop_rate,
         seed=args.seed,
     )
-    server.faults.set_latency(args.latency)
+    server.faults.set_latency(args.latency, p95=args.latency_p95)
+    server.faults.set_capacity(args.capacity, retry_after=args.retry_after)
     server.faults.set_max_body_bytes(args.max_body_bytes)
     with server:
         print(f"SGP_CLIENT_BASE_URL={server.base_url}", flush=True)

@@ -134,18 +134,37 @@ WHERE seq IN (
 
 # An end waits while its start is in flight, so the start can never arrive after it. An event
 # due further ahead than the longest wait (the second ``?``) was held back before the wall
-# clock stepped back: it is due now.
+# clock stepped back: it is due now. A start waits until it is start_delay old (enqueued
+# after the third ``?`` and not after the fourth, ``now``; one enqueued later than now was
+# written before a clock step back): a span that ends sooner ships once, its end superseding
+# the start.
+_READY_FROM = f"""
+FROM events AS c
+WHERE c.state = '{_P}' AND (c.next_attempt_at <= ? OR c.next_attempt_at > ?)
+  AND NOT (c.kind = '{_START}' AND ((c.enqueued_at > ? AND c.enqueued_at <= ?) OR {_END_SPOOLED}))
+  AND NOT (c.kind = '{_END}' AND EXISTS (
+      SELECT 1 FROM events AS o
+      WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id
+        AND o.kind = '{_START}' AND o.state = '{_L}'))
+ORDER BY c.seq LIMIT ?
+"""
+
 _CLAIM = f"""
 UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
+WHERE seq IN (SELECT c.seq {_READY_FROM})
+RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
+"""
+
+# The same, up to a total of payload bytes: the oldest event always, then as many as fit. The
+# running sum is taken over the LIMITed rows only, never over the whole backlog.
+_CLAIM_BYTES = f"""
+UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
 WHERE seq IN (
-    SELECT c.seq FROM events AS c
-    WHERE c.state = '{_P}' AND (c.next_attempt_at <= ? OR c.next_attempt_at > ?)
-      AND NOT (c.kind = '{_START}' AND {_END_SPOOLED})
-      AND NOT (c.kind = '{_END}' AND EXISTS (
-          SELECT 1 FROM events AS o
-          WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id
-            AND o.kind = '{_START}' AND o.state = '{_L}'))
-    ORDER BY c.seq LIMIT ?
+    SELECT seq FROM (
+        SELECT seq, SUM(size) OVER (ORDER BY seq) AS upto, ROW_NUMBER() OVER (ORDER BY seq) AS n
+        FROM (SELECT c.seq AS seq, length(c.payload) AS size {_READY_FROM})
+    )
+    WHERE n = 1 OR upto <= ?
 )
 RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
 """
@@ -169,19 +188,35 @@ def _seqs(seqs: Iterable[int]) -> str:
 
 
 def claim(
-    owner: str, limit: int, lease_seconds: float, now: float, *, max_wait: float = math.inf
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    *,
+    max_wait: float = math.inf,
+    start_delay: float = 0.0,
+    max_bytes: int | None = None,
 ) -> Tx[list[ClaimedEvent]]:
     """Lease up to ``limit`` ready events to ``owner``, oldest first, in span order.
 
     ``max_wait``: the longest backoff a shipper sets. Times further ahead than it allows (a
     next attempt beyond ``now + max_wait``, a lease beyond ``now + max_wait + lease_seconds``)
-    were written before the wall clock stepped back, and count as past."""
+    were written before the wall clock stepped back, and count as past. A start is ready once
+    it is ``start_delay`` seconds old. With ``max_bytes`` the claimed payloads add up to at
+    most that many bytes, except that the oldest ready event is always claimed, however large.
+    """
     horizon = now + max_wait
     yield Query(_RELEASE_EXPIRED, (now, horizon + lease_seconds))
     superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200)))
     if superseded:
         yield Query(_ADD_COUNTER, ("superseded", len(superseded)))
-    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, horizon, limit))
+    # Without a delay no start waits, whatever clock its writer had.
+    born_by = now - start_delay if start_delay > 0 else now
+    ready = (now, horizon, born_by, now, limit)
+    if max_bytes is None:
+        rows = yield Query(_CLAIM, (owner, now + lease_seconds, *ready))
+    else:
+        rows = yield Query(_CLAIM_BYTES, (owner, now + lease_seconds, *ready, max_bytes))
     rows.sort(key=lambda row: int(row[0]))
     ends = [(row[2], row[1]) for row in rows if row[3] == _END]
     if ends:
@@ -227,13 +262,25 @@ def ack_and_claim(
     now: float,
     *,
     max_wait: float = math.inf,
+    start_delay: float = 0.0,
+    max_bytes: int | None = None,
 ) -> Tx[list[ClaimedEvent]]:
     """:func:`ack` then :func:`claim`, in one transaction: the shipper's acks ride on its
     next claim (one commit instead of two), and the ends of the starts just acked are
     claimable at once."""
     if acked:
         yield from ack(acked, now, owner=owner)
-    return (yield from claim(owner, limit, lease_seconds, now, max_wait=max_wait))
+    return (
+        yield from claim(
+            owner,
+            limit,
+            lease_seconds,
+            now,
+            max_wait=max_wait,
+            start_delay=start_delay,
+            max_bytes=max_bytes,
+        )
+    )
 
 
 def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:
@@ -313,12 +360,16 @@ def extend_leases(seqs: Sequence[int], owner: str, until: float, latest: float) 
     return int((yield _CHANGES)[0][0])
 
 
-def outstanding() -> Tx[tuple[int, int, float | None]]:
-    """``(pending, leased, earliest next_attempt_at of pending)``: is there work left, and when."""
+def outstanding(start_delay: float = 0.0) -> Tx[tuple[int, int, float | None]]:
+    """``(pending, leased, earliest time a pending event is due)``: is there work left, and
+    when. A start is due no sooner than ``start_delay`` after it was spooled."""
     rows = yield Query(
         f"SELECT SUM(state = '{_P}'), SUM(state = '{_L}'), "
-        f"MIN(CASE WHEN state = '{_P}' THEN next_attempt_at END) "
-        f"FROM events WHERE state IN ('{_P}', '{_L}')"
+        f"MIN(CASE WHEN state = '{_P}' THEN MAX(next_attempt_at, "
+        f"CASE WHEN kind = '{_START}' THEN enqueued_at + ? ELSE 0 END) END) "
+        f"FROM events WHERE state IN ('{_P}', '{_L}')",
+        # Without a delay a start is due at its next_attempt_at, whatever its enqueued_at.
+        (start_delay if start_delay > 0 else -math.inf,),
     )
     pending, leased, due = rows[0]
     return int(pending or 0), int(leased or 0), due
