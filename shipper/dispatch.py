@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Coroutine
@@ -27,6 +28,7 @@ from ._acks import AckWriter
 from ._run import RunState, wait_for_event
 from .config import ShipperConfig
 from .retry import RetryPolicy
+from .upload import batch_body, split_batches
 
 __all__ = ["MAX_IDLE", "PRUNE_CHUNK", "Dispatcher", "Slots"]
 
@@ -110,14 +112,18 @@ class Dispatcher:
                 free = await self._free_slots()
                 if not free:
                     break
-                size = self.config.batch_size
-                events = await self._claim_up_to(size * free)
-                batches = [events[i : i + size] for i in range(0, len(events), size)]
+                size, max_bytes = self.config.batch_size, self.config.batch_max_bytes
+                events = await self._claim_up_to(size * free, max_bytes * free)
+                batches = split_batches(events, size, max_bytes)
                 if not batches:
                     if await self._idle():
                         break
                     continue
-                partial = batches.pop() if len(batches[-1]) < size else None
+                # Batches cut by bytes can outnumber the free slots: the rest go back as
+                # they were, for the next claim.
+                await self._release(batches[free:])
+                batches = batches[:free]
+                partial = batches.pop() if _room(batches[-1], self.config) else None
                 for batch in batches:
                     self._start(batch)
                 if partial is not None:
@@ -165,27 +171,47 @@ class Dispatcher:
             return events
         # A partial batch waits a little for company: fewer, fuller requests.
         until = self.clock() + self.config.linger
-        while len(events) < size and not (state.stopping.is_set() or state.drain):
+        max_bytes = self.config.batch_max_bytes
+        while _room(events, self.config) and not (state.stopping.is_set() or state.drain):
             left = until - self.clock()
             if left <= 0:
                 break
             await wait_for_event(state.wakeup, min(left, self.config.poll_interval))
-            events += await self._claim_up_to(size - len(events))
-        return events
+            room = max_bytes - _body_length(events)
+            events += await self._claim_up_to(size - len(events), room)
+        # The oldest event is claimed even when it does not fit: it goes back.
+        fits, *over = split_batches(events, size, max_bytes)
+        await self._release(over)
+        return fits
 
-    async def _claim_up_to(self, limit: int) -> list[ClaimedEvent]:
+    async def _release(self, batches: list[list[ClaimedEvent]]) -> None:
+        seqs = [e.seq for batch in batches for e in batch]
+        if seqs:
+            await self.spool.run(ops.release(seqs, self.owner))
+
+    async def _claim_up_to(self, limit: int, max_bytes: int) -> list[ClaimedEvent]:
         self.state.wakeup.clear()
-        lease, max_wait = self.config.lease_seconds, self.policy.max_wait
-        return await self.acks.carry(
-            lambda acked: self.spool.run(
-                ops.ack_and_claim(acked, self.owner, limit, lease, self.clock(), max_wait=max_wait)
-            )
+        claim = functools.partial(
+            ops.ack_and_claim,
+            owner=self.owner,
+            limit=limit,
+            lease_seconds=self.config.lease_seconds,
+            max_wait=self.policy.max_wait,
+            start_delay=self._start_delay(),
+            max_bytes=max_bytes,
         )
+        return await self.acks.carry(lambda acked: self.spool.run(claim(acked, now=self.clock())))
+
+    def _start_delay(self) -> float:
+        """A drain ships every start now: nothing is to be gained by waiting for its end."""
+        return 0.0 if self.state.drain else self.config.start_delay
 
     async def _idle(self) -> bool:
         """Wait for work. True when a drain is complete."""
         state = self.state
-        pending, leased, due = await self.spool.run(ops.outstanding(), write=False)
+        pending, leased, due = await self.spool.run(
+            ops.outstanding(self._start_delay()), write=False
+        )
         state.remaining = pending + leased
         if state.drain and not self.inflight and not pending and not leased:
             return True
@@ -263,6 +289,15 @@ class Dispatcher:
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.config.checkpoint_interval
             await self.spool.checkpoint("PASSIVE")
+
+
+def _body_length(events: list[ClaimedEvent]) -> int:
+    return len(batch_body([])) + sum(len(e.payload) for e in events) + max(0, len(events) - 1)
+
+
+def _room(events: list[ClaimedEvent], config: ShipperConfig) -> bool:
+    """Whether a batch has room for one more event, by count and by bytes."""
+    return len(events) < config.batch_size and _body_length(events) < config.batch_max_bytes
 
 
 def _set_threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

@@ -185,7 +185,8 @@ def span_server() -> Iterator[FakeSpanServer]:
 
 @pytest.fixture
 def ship_config(span_server: FakeSpanServer) -> ShipperConfig:
-    """Credentials and endpoint of ``span_server``; no linger and quick polls."""
+    """Credentials and endpoint of ``span_server``; no linger, quick polls, and starts
+    claimable at once (tests of the start delay set it)."""
     from shipper import ShipperConfig
 
     return ShipperConfig(
@@ -194,6 +195,7 @@ def ship_config(span_server: FakeSpanServer) -> ShipperConfig:
         base_url=span_server.base_url,
         linger=0.0,
         poll_interval=0.02,
+        start_delay=0.0,
     )
 
 
