@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Coroutine
@@ -113,12 +114,16 @@ class Dispatcher:
                     break
                 size, max_bytes = self.config.batch_size, self.config.batch_max_bytes
                 events = await self._claim_up_to(size * free, max_bytes * free)
-                batches = await self._within(split_batches(events, size, max_bytes), free)
+                batches = split_batches(events, size, max_bytes)
                 if not batches:
                     if await self._idle():
                         break
                     continue
-                partial = batches.pop() if len(batches[-1]) < size else None
+                # Batches cut by bytes can outnumber the free slots: the rest go back as
+                # they were, for the next claim.
+                await self._release(batches[free:])
+                batches = batches[:free]
+                partial = batches.pop() if _room(batches[-1], self.config) else None
                 for batch in batches:
                     self._start(batch)
                 if partial is not None:
@@ -160,57 +165,52 @@ class Dispatcher:
             log.error("batch failed unexpectedly", exc_info=task.exception())
 
     async def _fill(self, events: list[ClaimedEvent]) -> list[ClaimedEvent]:
-        size, max_bytes = self.config.batch_size, self.config.batch_max_bytes
+        size = self.config.batch_size
         state = self.state
         if state.drain or self.config.linger <= 0:
             return events
         # A partial batch waits a little for company: fewer, fuller requests.
         until = self.clock() + self.config.linger
-        while len(events) < size and not (state.stopping.is_set() or state.drain):
+        max_bytes = self.config.batch_max_bytes
+        while _room(events, self.config) and not (state.stopping.is_set() or state.drain):
             left = until - self.clock()
-            room = max_bytes - len(batch_body([e.payload for e in events])) - 1
-            if left <= 0 or room <= 0:
+            if left <= 0:
                 break
             await wait_for_event(state.wakeup, min(left, self.config.poll_interval))
+            room = max_bytes - _body_length(events)
             events += await self._claim_up_to(size - len(events), room)
-        # The claim takes its oldest event whatever its size: cut again, keep the first.
-        (batch, *_) = await self._within(split_batches(events, size, max_bytes), 1)
-        return batch
+        # The oldest event is claimed even when it does not fit: it goes back.
+        fits, *over = split_batches(events, size, max_bytes)
+        await self._release(over)
+        return fits
 
-    async def _within(
-        self, batches: list[list[ClaimedEvent]], free: int
-    ) -> list[list[ClaimedEvent]]:
-        """The first ``free`` batches; the events of any more (cut by bytes from one claim)
-        go back to pending, so requests in flight stay within the limit."""
-        extra = [e.seq for batch in batches[free:] for e in batch]
-        if extra:
-            await self.spool.run(ops.release(extra, self.owner))
-        return batches[:free]
+    async def _release(self, batches: list[list[ClaimedEvent]]) -> None:
+        seqs = [e.seq for batch in batches for e in batch]
+        if seqs:
+            await self.spool.run(ops.release(seqs, self.owner))
 
     async def _claim_up_to(self, limit: int, max_bytes: int) -> list[ClaimedEvent]:
         self.state.wakeup.clear()
-        lease, max_wait = self.config.lease_seconds, self.policy.max_wait
-        delay = self.config.start_delay
-        return await self.acks.carry(
-            lambda acked: self.spool.run(
-                ops.ack_and_claim(
-                    acked,
-                    self.owner,
-                    limit,
-                    lease,
-                    self.clock(),
-                    max_wait=max_wait,
-                    start_delay=delay,
-                    max_bytes=max_bytes,
-                )
-            )
+        claim = functools.partial(
+            ops.ack_and_claim,
+            owner=self.owner,
+            limit=limit,
+            lease_seconds=self.config.lease_seconds,
+            max_wait=self.policy.max_wait,
+            start_delay=self._start_delay(),
+            max_bytes=max_bytes,
         )
+        return await self.acks.carry(lambda acked: self.spool.run(claim(acked, now=self.clock())))
+
+    def _start_delay(self) -> float:
+        """A drain ships every start now: nothing is to be gained by waiting for its end."""
+        return 0.0 if self.state.drain else self.config.start_delay
 
     async def _idle(self) -> bool:
         """Wait for work. True when a drain is complete."""
         state = self.state
         pending, leased, due = await self.spool.run(
-            ops.outstanding(self.config.start_delay), write=False
+            ops.outstanding(self._start_delay()), write=False
         )
         state.remaining = pending + leased
         if state.drain and not self.inflight and not pending and not leased:
@@ -250,7 +250,8 @@ class Dispatcher:
         ahead than any lease this shipper writes: the wall clock stepped back)."""
         lease = self.config.lease_seconds
         horizon = lease + self.policy.max_wait
-        while not await wait_for_event(self.state.stopping, self.config.poll_interval):
+        every = min(max(self.config.poll_interval, 0.01), lease / 4)
+        while not await wait_for_event(self.state.stopping, every):
             now = self.clock()
             due = [
                 held
@@ -262,7 +263,15 @@ class Dispatcher:
             seqs = [seq for held in due for seq in held.seqs]
             # Acked and dead events are no longer leased: renewing skips them, as it skips
             # leases that already cover a backoff wait.
-            await self.spool.run(ops.extend_leases(seqs, self.owner, now + lease, now + horizon))
+            try:
+                await self.spool.run(
+                    ops.extend_leases(seqs, self.owner, now + lease, now + horizon)
+                )
+            except Exception:
+                # The spool is busy or failing: the next turn tries again, and the batches'
+                # own writes report what is wrong.
+                log.warning("lease renewal failed n=%d", len(seqs), exc_info=True)
+                continue
             for held in due:
                 held.expires = now + lease
             log.debug("renewed leases n=%d", len(seqs))
@@ -280,6 +289,15 @@ class Dispatcher:
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.config.checkpoint_interval
             await self.spool.checkpoint("PASSIVE")
+
+
+def _body_length(events: list[ClaimedEvent]) -> int:
+    return len(batch_body([])) + sum(len(e.payload) for e in events) + max(0, len(events) - 1)
+
+
+def _room(events: list[ClaimedEvent], config: ShipperConfig) -> bool:
+    """Whether a batch has room for one more event, by count and by bytes."""
+    return len(events) < config.batch_size and _body_length(events) < config.batch_max_bytes
 
 
 def _set_threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

@@ -186,7 +186,7 @@ def span_server() -> Iterator[FakeSpanServer]:
 @pytest.fixture
 def ship_config(span_server: FakeSpanServer) -> ShipperConfig:
     """Credentials and endpoint of ``span_server``; no linger, quick polls, and starts
-    claimable at once (tests/test_shipper_start_delay.py covers the default delay)."""
+    claimable at once (tests of the start delay set it)."""
     from shipper import ShipperConfig
 
     return ShipperConfig(

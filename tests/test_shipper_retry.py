@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import FakeClock, RecordedSleeps, run_async, span_events
 
-from shipper import DrainResult, Shipper, ShipperConfig, StopReason
+from shipper import DrainResult, RetryPolicy, Shipper, ShipperConfig, StopReason
 from shipper.testing import FakeSpanServer
 from spool import EventKind, EventRecord, EventState, Spool, SpoolConfig, ops
 
@@ -116,3 +116,14 @@ def test_a_drain_that_got_no_answer_says_the_endpoint_is_unreachable(tmp_path: P
 
     assert result.reason is StopReason.UNREACHABLE
     assert "endpoint unreachable" in result.describe()
+
+
+def test_failing_for_is_the_least_backoff_the_attempts_waited() -> None:
+    policy = RetryPolicy(backoff_initial=1.0, backoff_max=8.0, retry_after_cap=300, max_age=100)
+    waits = [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert [policy.failing_for(n) for n in range(7)] == [sum(waits[:n]) for n in range(7)]
+    assert policy.max_wait == 300
+    # Old by the wall clock alone is not enough, nor failing long alone.
+    assert not policy.expired(age=10 * 86_400, attempts=1, waited=0.0)
+    assert not policy.expired(age=50, attempts=100, waited=0.0)
+    assert policy.expired(age=100, attempts=3, waited=93.0)
