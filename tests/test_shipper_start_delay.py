@@ -33,6 +33,20 @@ def arrived(server: FakeSpanServer) -> list[tuple[str, SpanKind]]:
     return [(a.span_id, a.kind) for a in server.arrivals()]
 
 
+def spooled_starts(tmp_path: Path, *span_ids: str) -> SpoolConfig:
+    """A spool holding the starts of ``span_ids``, spooled at ``T0``."""
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        assert opened.append(span_events(span_ids, START, enqueued_at=T0))
+    return spool
+
+
+async def turning(clock: FakeClock) -> None:
+    """Until the shipper has read the clock 20 more times: it has looked, and found nothing."""
+    reads = clock.reads
+    await eventually(lambda: clock.reads >= reads + 20, "the shipper turning")
+
+
 def test_the_default_delay_is_five_seconds() -> None:
     assert ShipperConfig().start_delay == DELAY
 
@@ -40,24 +54,20 @@ def test_the_default_delay_is_five_seconds() -> None:
 def test_a_span_that_ends_within_the_delay_is_shipped_once(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        assert opened.append(span_events(["quick"], START, enqueued_at=T0))
+    spool = spooled_starts(tmp_path, "quick")
     clock = FakeClock(T0)
     config = ship_config.with_options(start_delay=DELAY)
 
     async def main() -> None:
         async with Shipper(spool, config, clock=clock) as shipper:
             running = asyncio.create_task(shipper.run())
-            reads = clock.reads
-            await eventually(lambda: clock.reads >= reads + 20, "the shipper turning")
+            await turning(clock)
             assert span_server.request_count == 0  # the start is too young
             clock.advance(DELAY - 1)
             await append_off_loop(spool, span_events(["quick"], END, enqueued_at=clock.now))
             await server_reaches(span_server, lambda: span_server.request_count == 1, "the end")
             clock.advance(10 * DELAY)
-            reads = clock.reads
-            await eventually(lambda: clock.reads >= reads + 20, "the shipper turning")
+            await turning(clock)
             await shipper.stop(timeout=5)
             await running
 
@@ -72,17 +82,14 @@ def test_a_long_span_shows_up_in_progress_once_the_delay_is_over(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
     """And a crashed agent's start (no end ever) arrives the same way."""
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        assert opened.append(span_events(["long", "orphan"], START, enqueued_at=T0))
+    spool = spooled_starts(tmp_path, "long", "orphan")
     clock = FakeClock(T0)
     config = ship_config.with_options(start_delay=DELAY)
 
     async def main() -> None:
         async with Shipper(spool, config, clock=clock) as shipper:
             running = asyncio.create_task(shipper.run())
-            reads = clock.reads
-            await eventually(lambda: clock.reads >= reads + 20, "the shipper turning")
+            await turning(clock)
             assert span_server.request_count == 0
             clock.advance(DELAY)
             await server_reaches(
@@ -107,9 +114,7 @@ def test_a_drain_ships_a_young_start_at_once(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
     """A drain is the end of shipping: nothing is gained by waiting for the end."""
-    spool = SpoolConfig(path=tmp_path / "spool.db")
-    with Spool.open(spool) as opened:
-        assert opened.append(span_events(["young"], START, enqueued_at=T0))
+    spool = spooled_starts(tmp_path, "young")
     clock = FakeClock(T0)
 
     async def main() -> None:
