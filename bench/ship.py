@@ -20,7 +20,7 @@ events spooled = items delivered. Batches are 50 items everywhere.
   ``SpanCreateParam`` dicts built beforehand (the SDK transforms and serializes them per call).
 * spool-ship: ``Shipper(path, ShipperConfig(..., batch_size=50)).drain()`` on a spool holding
   the backlog (a copy of one spool made before the clock starts): claim, upload through
-  ``AsyncSGPClient``, ack, with the default concurrency (4 batches in flight).
+  ``AsyncSGPClient``, ack, with the default concurrency (adaptive, at most 32 in flight).
 * RSS (``--rss``): a fresh child process drains a 1,000,000-event spool while a thread samples
   its RSS with psutil.
 
