@@ -36,7 +36,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,11 +141,13 @@ def agentex_queue(batches: Sequence[list[dict[str, Any]]], base_url: str) -> Tim
 class Sent:
     timing: Timing
     requests: int
-    limits: list[int] = field(default_factory=list)
 
 
 async def _send_all(
-    bodies: Sequence[bytes], uploader: Uploader, limit: Callable[[], int], record: Any
+    bodies: Sequence[bytes],
+    uploader: Uploader,
+    limit: Callable[[], int],
+    record: Callable[[float, Signal], None],
 ) -> Sent:
     """Every body delivered, at most ``limit()`` requests in flight; a refused batch waits the
     shipper's default backoff (0.4 s doubling, up to 20 s, jitter) off the slots, then again."""
@@ -155,7 +157,7 @@ async def _send_all(
     )
     in_flight: dict[asyncio.Task[None], tuple[int, int, float]] = {}
     waiting: set[asyncio.Task[None]] = set()
-    requests, limits = 0, []
+    requests = 0
     watch = _Stopwatch()
 
     async def later(index: int, attempt: int) -> None:
@@ -168,7 +170,6 @@ async def _send_all(
             task = asyncio.ensure_future(uploader.upload(bodies[index]))
             in_flight[task] = (index, attempt, time.monotonic())
             requests += 1
-        limits.append(limit())
         pending = set(in_flight) | waiting
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
@@ -186,7 +187,7 @@ async def _send_all(
                     raise failure
                 record(rtt, Signal.BACKPRESSURE)
                 waiting.add(asyncio.ensure_future(later(index, attempt + 1)))
-    return Sent(watch.stop(), requests, limits)
+    return Sent(watch.stop(), requests)
 
 
 def send_all(bodies: Sequence[bytes], base_url: str, adaptive: bool) -> Sent:
@@ -198,7 +199,7 @@ def send_all(bodies: Sequence[bytes], base_url: str, adaptive: bool) -> Sent:
             if adaptive:
                 aimd = AdaptiveConcurrency(FIXED)
                 return await _send_all(bodies, uploader, lambda: aimd.limit, aimd.record)
-            return await _send_all(bodies, uploader, lambda: FIXED, lambda *_: None)
+            return await _send_all(bodies, uploader, lambda: FIXED, lambda _rtt, _signal: None)
         finally:
             await uploader.aclose()
 
