@@ -63,6 +63,31 @@ def test_settings_reject_ratios_outside_zero_to_one() -> None:
         AimdSettings(backpressure_ratio=1.0)
     with pytest.raises(ValueError, match="rtt_tolerance"):
         AimdSettings(rtt_tolerance=-1)
+    with pytest.raises(ValueError, match="min_samples"):
+        AimdSettings(min_samples=0)
+
+
+def test_a_window_waits_for_enough_answers_but_not_beyond_a_round_trips_worth() -> None:
+    clock = Clock()
+    aimd = AdaptiveConcurrency(64, initial=8, clock=clock)
+
+    def answers(at: float, n: int) -> None:
+        clock.now = at
+        for _ in range(n):
+            aimd.record(0.1, Signal.OK)
+
+    answers(0.1, 4)  # the baseline; the window runs to 0.2
+    answers(0.2, 3)  # past its end, but three answers are too few to judge
+    answers(0.25, 1)
+    assert aimd.limit == 8
+    answers(0.3, 1)  # the window of four closes
+    assert aimd.limit == 16
+    # At limit 1 a round trip brings one answer: one is enough there. (The first answer is
+    # the baseline; a window closes on the first answer after it.)
+    slow = AdaptiveConcurrency(64, clock=clock)
+    for _ in range(3):
+        answer(slow, clock, 0.1)
+    assert slow.limit == 2
 
 
 def test_steady_rtt_ramps_up_to_the_maximum_and_stays() -> None:
