@@ -5,6 +5,7 @@ the same events, and a late answer never changes events another shipper holds.""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 from conftest import (
@@ -149,3 +150,22 @@ def test_the_deadline_applies_to_uploads_it_does_not_own(
             await running
 
     run_async(main())
+
+
+def test_an_owners_ack_looks_up_its_events_and_scans_nothing(tmp_path: Path) -> None:
+    """The owner condition must not turn the ack into a scan of every pending row (an OR of
+    state tests does, through events_by_state): a batch's ack is a few key lookups."""
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        assert opened.append(span_events([f"s{i}" for i in range(10)], END))
+    dead_letter = ops.dead_letter({1: "422"}, 5.0, owner="A")
+    next(dead_letter)  # total_changes() before
+    for query in (next(ops.ack([1, 2], 5.0, owner="A")), dead_letter.send([(0,)])):
+        params = query.params[0] if query.many else query.params
+        conn = sqlite3.connect(spool.path)
+        try:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query.sql}", params)]
+        finally:
+            conn.close()
+        assert not any(step.startswith("MULTI-INDEX") or "SCAN events" in step for step in plan)
+        assert any("PRIMARY KEY" in step for step in plan), plan
