@@ -5,6 +5,7 @@ ratios are comparable across runs).
     .venv/bin/python bench/ship.py                   # 100,000 events, 3 interleaved repeats
     .venv/bin/python bench/ship.py --quick           # a smoke run: 20,000 events, one repeat
     .venv/bin/python bench/ship.py --rss             # also drain 1,000,000 events, peak RSS
+    .venv/bin/python bench/ship.py --latency         # the endpoint 150 ms away (bench/_latency.py)
 
 The endpoint is ``python -m shipper.testing --no-record`` in its own process (the fake of
 ``PUT /v5/spans/batch``: it parses and validates every item, keeps counters only). Every event
@@ -19,7 +20,7 @@ events spooled = items delivered. Batches are 50 items everywhere.
   ``SpanCreateParam`` dicts built beforehand (the SDK transforms and serializes them per call).
 * spool-ship: ``Shipper(path, ShipperConfig(..., batch_size=50)).drain()`` on a spool holding
   the backlog (a copy of one spool made before the clock starts): claim, upload through
-  ``AsyncSGPClient``, ack, with the default concurrency (4 batches in flight).
+  ``AsyncSGPClient``, ack, with the default concurrency (adaptive, at most 32 in flight).
 * RSS (``--rss``): a fresh child process drains a 1,000,000-event spool while a thread samples
   its RSS with psutil.
 
@@ -60,7 +61,7 @@ from _host import describe_host
 from _rss import measure_rss
 
 from shipper import Shipper, ShipperConfig
-from shipper.upload import BATCH_PATH, batch_body
+from shipper.upload import BATCH_PATH, Uploader, batch_body
 from spool import EventKind, NewEvent, Spool, SpoolConfig, encode_span
 
 __all__ = ["main", "make_param", "spool_backlog"]
@@ -144,11 +145,11 @@ class Endpoint:
 
 
 @contextmanager
-def endpoint() -> Iterator[Endpoint]:
-    """``python -m shipper.testing --no-record`` on a free port."""
-    command = [
-        sys.executable, "-m", "shipper.testing", "--no-record", "--api-key", API_KEY,
-    ]  # fmt: skip
+def endpoint(*options: str, record: bool = False) -> Iterator[Endpoint]:
+    """``python -m shipper.testing --no-record`` on a free port, with fault ``options``."""
+    command = [sys.executable, "-m", "shipper.testing", "--api-key", API_KEY, *options]
+    if not record:
+        command.append("--no-record")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -208,9 +209,18 @@ def shipper_config(base_url: str) -> ShipperConfig:
     )
 
 
-def drain(path: Path, base_url: str, events: int) -> Timing:
+def drain(
+    path: Path,
+    base_url: str,
+    events: int,
+    *,
+    config: ShipperConfig | None = None,
+    uploader: Callable[[ShipperConfig], Uploader] | None = None,
+) -> Timing:
     """``Shipper.drain()`` of the spool at ``path``, which must hold ``events`` events."""
-    shipper = Shipper(SpoolConfig(path=path), shipper_config(base_url))
+    config = config or shipper_config(base_url)
+    upload = uploader(config) if uploader is not None else None
+    shipper = Shipper(SpoolConfig(path=path), config, uploader=upload)
 
     async def run() -> Timing:
         watch = _Stopwatch()
@@ -224,12 +234,20 @@ def drain(path: Path, base_url: str, events: int) -> Timing:
     return asyncio.run(run())
 
 
-def spool_ship(template: Path, workdir: Path, base_url: str, events: int) -> Timing:
+def spool_ship(
+    template: Path,
+    workdir: Path,
+    base_url: str,
+    events: int,
+    *,
+    config: ShipperConfig | None = None,
+    uploader: Callable[[ShipperConfig], Uploader] | None = None,
+) -> Timing:
     """:func:`drain` of a fresh copy of the backlog."""
     path = workdir / f"drain-{time.monotonic_ns()}.db"
     shutil.copyfile(template, path)
     try:
-        return drain(path, base_url, events)
+        return drain(path, base_url, events, config=config, uploader=uploader)
     finally:
         remove_database(path)
 
@@ -437,6 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-events", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=None, help="where the spool files go")
     parser.add_argument("--quiet", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--latency", action="store_true", help="the latency mode (bench/_latency.py) instead"
+    )
     parser.add_argument("--rss-child", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--base-url", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -444,6 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rss_child is not None:
         print(json.dumps(_rss_child(args.rss_child, args.base_url, args.events)))
         return 0
+
+    if args.latency:
+        from _latency import run_latency
+
+        return run_latency(args, _machine())
 
     events: int = args.events
     repeats: int = args.repeats

@@ -62,7 +62,11 @@ BatchSizeOption = Annotated[
 ]
 ConcurrencyOption = Annotated[
     int | None,
-    typer.Option("--concurrency", help="Requests in flight at once. Default 4.", min=1),
+    typer.Option(
+        "--concurrency",
+        help="The most requests in flight (the number adapts below it). Default 32.",
+        min=1,
+    ),
 ]
 
 

@@ -10,8 +10,10 @@ variable                            option              default
 ``SGP_ACCOUNT_ID``                  ``account_id``      (required to ship)
 ``SGP_CLIENT_BASE_URL``             ``base_url``        the SDK's default
 ``SPOOL_SHIP_BATCH_SIZE``           ``batch_size``      50 (1 to 1000)
+``SPOOL_SHIP_BATCH_MAX_BYTES``      ``batch_max_bytes`` 4 MiB
 ``SPOOL_SHIP_LINGER``               ``linger``          0.5 s
-``SPOOL_SHIP_CONCURRENCY``          ``concurrency``     4
+``SPOOL_SHIP_START_DELAY``          ``start_delay``     5 s
+``SPOOL_SHIP_CONCURRENCY``          ``concurrency``     32 (the most in flight)
 ``SPOOL_SHIP_LEASE``                ``lease_seconds``   60 s
 ``SPOOL_SHIP_REQUEST_TIMEOUT``      ``request_timeout`` 30 s
 ``SPOOL_SHIP_BACKOFF_INITIAL``      ``backoff_initial`` 0.4 s
@@ -45,11 +47,14 @@ ENV_ACCOUNT_ID = "SGP_ACCOUNT_ID"
 ENV_BASE_URL = "SGP_CLIENT_BASE_URL"
 
 MAX_BATCH_SIZE = 1000
+MIN_BATCH_MAX_BYTES = 1024
 
 # option name -> (environment variable, parser)
 _TUNABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "batch_size": ("SPOOL_SHIP_BATCH_SIZE", int),
+    "batch_max_bytes": ("SPOOL_SHIP_BATCH_MAX_BYTES", int),
     "linger": ("SPOOL_SHIP_LINGER", float),
+    "start_delay": ("SPOOL_SHIP_START_DELAY", float),
     "concurrency": ("SPOOL_SHIP_CONCURRENCY", int),
     "lease_seconds": ("SPOOL_SHIP_LEASE", float),
     "request_timeout": ("SPOOL_SHIP_REQUEST_TIMEOUT", float),
@@ -75,8 +80,16 @@ class ShipperConfig:
     account_id: str | None = None
     base_url: str | None = None
     batch_size: int = 50
+    batch_max_bytes: int = 4 * 1024 * 1024
+    """A batch's stored payloads add up to at most this (a lone larger event goes alone), so a
+    batch of large spans is split before the endpoint answers 413."""
     linger: float = 0.5
-    concurrency: int = 4
+    start_delay: float = 5.0
+    """A span's start is claimable only once it is this old: a span that ends sooner ships
+    once, its end superseding the start; longer spans still show up in progress."""
+    concurrency: int = 32
+    """The most requests in flight; the adaptive controller (shipper.concurrency) picks how
+    many below it, from round-trip times and back-pressure."""
     lease_seconds: float = 60.0
     request_timeout: float = 30.0
     backoff_initial: float = 0.4
@@ -93,7 +106,18 @@ class ShipperConfig:
             raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE}, got {self.batch_size}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        for name in ("linger", "backoff_initial", "retry_after_cap", "poll_interval"):
+        if self.batch_max_bytes < MIN_BATCH_MAX_BYTES:
+            raise ValueError(
+                f"batch_max_bytes must be at least {MIN_BATCH_MAX_BYTES} bytes, "
+                f"got {self.batch_max_bytes}"
+            )
+        for name in (
+            "linger",
+            "start_delay",
+            "backoff_initial",
+            "retry_after_cap",
+            "poll_interval",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.backoff_max < self.backoff_initial:

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from spool import REGISTRY, SpoolConfig
 
 from .config import ShipperConfig
-from .loop import Shipper
+from .lifecycle import Shipper
 
 __all__ = ["EmbeddedShipper", "start_embedded", "stop_embedded"]
 

@@ -14,6 +14,9 @@ class StopReason(enum.StrEnum):
     TIMEOUT = "timeout"
     AUTH = "authentication failed"
     UNREACHABLE = "endpoint unreachable"
+    """No answer: connection errors or timeouts."""
+    ENDPOINT_ERROR = "error from the endpoint"
+    """The endpoint answered, with an error (a 5xx, 429, an unexpected 4xx) each time."""
     STOPPED = "stopped"
 
 
@@ -39,7 +42,8 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class DrainResult:
     """How a drain ended. ``exit_code`` is the CLI's: 0 all delivered, 2 some dead, 1 stopped
-    with events pending (``reason`` says why, ``detail`` gives the endpoint's words)."""
+    with events pending (``reason`` says why, ``detail`` gives the endpoint's words and
+    ``status`` its HTTP status, if it answered)."""
 
     shipped: int
     dead_lettered: int
@@ -49,6 +53,7 @@ class DrainResult:
     elapsed: float
     reason: StopReason | None = None
     detail: str | None = None
+    status: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -66,6 +71,8 @@ class DrainResult:
             why = self.reason.value if self.reason else "events still pending"
             if self.reason is StopReason.STOPPED:
                 why = "asked to stop"
+            elif self.reason is StopReason.ENDPOINT_ERROR and self.status is not None:
+                why = f"HTTP {self.status} from the endpoint"
             return f"{head}: stopped, {why}" + (f" ({self.detail})" if self.detail else "")
         if self.exit_code == 2:
             return f"{head}: {self.dead} event(s) dead-lettered; see 'spool-ship stuck'"

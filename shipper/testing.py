@@ -32,7 +32,8 @@ never faulted or hung:
   "retry_after": 0.1}, "drop_next": {"n": 1, "after_store": false}, "random": {"fail_rate": 0.3,
   "status": 503, "retry_after": 0.05, "drop_rate": 0.1, "seed": 7}, "latency": 0.01 | [lo, hi],
   "refuse": {"ids": ["span-1"], "status": 409}, "max_body_bytes": 65536 | null, "hang": bool,
-  "fail_auth": 401 | 403 | null}`` (``clear`` applies first); a bad spec is a 400.
+  "fail_auth": 401 | 403 | null, "trickle": 0.05}`` (``clear`` applies first); a bad spec is a
+  400.
 - ``GET /_fake/stats`` (`ServerStats`), ``/_fake/requests``, ``/_fake/arrivals``,
   ``/_fake/spans``; ``POST /_fake/reset`` clears records and faults.
 
@@ -47,6 +48,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import random
 import signal
 import socket
@@ -81,6 +83,7 @@ MAX_ID_LENGTH = 256  # characters (422) and UTF-8 bytes (400)
 ID_FIELDS = ("id", "trace_id", "parent_id", "group_id")
 REQUIRED_FIELDS = ("name", "trace_id", "start_timestamp")
 UNAVAILABLE = "service unavailable"
+_Z95 = 1.6448536269514722  # the standard normal's 95th percentile
 
 Item = dict[str, Any]
 _Answer = tuple[int, object, float | None]  # status, JSON body, Retry-After seconds
@@ -155,9 +158,12 @@ class _Config:
     random_failure: _Failure = _Failure(503, None, UNAVAILABLE)
     drop_rate: float = 0.0
     latency: tuple[float, float] = (0.0, 0.0)
+    latency_sigma: float = 0.0  # > 0: latency[0] is the median of a lognormal
+    capacity: tuple[int, _Failure] | None = None  # more batch requests in flight are refused
     refusals: tuple[_Refusal, ...] = ()
     max_body_bytes: int | None = None
     auth_failure: int | None = None
+    trickle: float = 0.0
 
 
 class Faults:
@@ -211,12 +217,39 @@ class Faults:
             self._rng = random.Random(seed)
             self._update(fail_rate=fail_rate, drop_rate=drop_rate, random_failure=failure)
 
-    def set_latency(self, seconds: float | tuple[float, float]) -> None:
-        """Delay answers by ``seconds``, or uniformly within ``(low, high)``; 0 turns it off."""
+    def set_capacity(
+        self,
+        limit: int | None,
+        *,
+        status: int = 429,
+        retry_after: float | None = None,
+        detail: str = "too many requests",
+    ) -> None:
+        """Answer ``status`` at once to a batch request arriving while ``limit`` others are in
+        flight: a rate limiter in front of a backend that serves ``limit`` at a time. None: no
+        limit."""
+        if limit is not None and limit < 1:
+            raise ValueError("capacity must be at least 1")
+        failure = _Failure(status, retry_after, detail)
+        self._update(capacity=None if limit is None else (limit, failure))
+
+    def set_latency(
+        self, seconds: float | tuple[float, float], *, p95: float | None = None
+    ) -> None:
+        """Delay answers by ``seconds``, or uniformly within ``(low, high)``; 0 turns it off.
+
+        With ``p95``, ``seconds`` is the median of a lognormal whose 95th percentile is ``p95``
+        (a real backend's long tail: ``set_latency(0.15, p95=0.33)``).
+        """
         low, high = seconds if isinstance(seconds, tuple) else (seconds, seconds)
         if not 0.0 <= low <= high:
             raise ValueError("latency must satisfy 0 <= low <= high")
-        self._update(latency=(float(low), float(high)))
+        sigma = 0.0
+        if p95 is not None:
+            if low != high or not 0.0 < low <= p95:
+                raise ValueError("a lognormal latency needs 0 < median <= p95")
+            sigma = math.log(p95 / low) / _Z95
+        self._update(latency=(float(low), float(high)), latency_sigma=sigma)
 
     def refuse(
         self,
@@ -237,6 +270,13 @@ class Faults:
     def set_max_body_bytes(self, limit: int | None) -> None:
         """Answer 413 to bodies larger than ``limit`` bytes; None: no limit."""
         self._update(max_body_bytes=limit)
+
+    def trickle(self, seconds_per_byte: float) -> None:
+        """Send each answer a byte at a time, ``seconds_per_byte`` apart (a slow or stalled
+        proxy: no single read waits long, the whole answer does); 0 turns it off."""
+        if seconds_per_byte < 0:
+            raise ValueError("seconds_per_byte must not be negative")
+        self._update(trickle=float(seconds_per_byte))
 
     def hang(self) -> None:
         """Hold every batch request until `unhang()` or the server stops (which drops them)."""
@@ -262,6 +302,7 @@ class Faults:
             ),
             "max_body_bytes": self.set_max_body_bytes,
             "hang": lambda on: self.hang() if on else self.unhang(),
+            "trickle": self.trickle,
             "fail_auth": self.fail_auth,
         }
         unknown = set(spec) - set(actions)
@@ -278,7 +319,10 @@ class Faults:
         with self._lock:
             config = self._config
             low, high = config.latency
-            delay = low if low == high else self._rng.uniform(low, high)
+            if config.latency_sigma:
+                delay = self._rng.lognormvariate(math.log(low), config.latency_sigma)
+            else:
+                delay = low if low == high else self._rng.uniform(low, high)
             if self._script:
                 return config, delay, self._script.popleft()
             if config.drop_rate and self._rng.random() < config.drop_rate:
@@ -556,6 +600,9 @@ class _Handler(BaseHTTPRequestHandler):
         faults = fake.faults
         faults._gate.wait()
         config, delay, scripted = faults._draw()
+        if config.capacity is not None and fake._in_flight > config.capacity[0]:
+            over = config.capacity[1]
+            return over.status, {"detail": over.detail}, over.retry_after
         if fake._stopping.is_set() or (delay and fake._stopping.wait(delay)):
             return None
         if isinstance(scripted, _Failure):
@@ -645,8 +692,21 @@ class _Handler(BaseHTTPRequestHandler):
             head += f"Retry-After: {seconds}\r\n"
         if self.close_connection:
             head += "Connection: close\r\n"
-        # One write: headers and body in separate small segments would meet Nagle + delayed ACK.
-        self.wfile.write(head.encode("latin-1") + b"\r\n" + body)
+        answer = head.encode("latin-1") + b"\r\n" + body
+        fake = self.server.fake
+        on_batch = urllib.parse.urlsplit(self.path).path == BATCH_PATH
+        interval = fake.faults._config.trickle if on_batch else 0.0
+        if not interval:
+            # One write: headers and body in separate small segments would meet Nagle + delayed
+            # ACK.
+            self.wfile.write(answer)
+            return
+        for index in range(len(answer)):
+            if fake._stopping.wait(interval):
+                self._drop()
+                return
+            self.wfile.write(answer[index : index + 1])
+            self.wfile.flush()
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -748,7 +808,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fail-status", type=int, default=503)
     parser.add_argument("--retry-after", type=float, help="seconds, sent with random failures")
     parser.add_argument("--drop-rate", type=float, default=0.0, help="fraction of requests dropped")
+    parser.add_argument(
+        "--capacity", type=int, help="N: refuse batch requests beyond N in flight (429)"
+    )
     parser.add_argument("--latency", type=_latency_arg, default=0.0, help="SECONDS or LOW,HIGH")
+    parser.add_argument(
+        "--latency-p95", type=float, help="SECONDS: --latency is then a lognormal's median"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-body-bytes", type=int)
     parser.add_argument("--no-record", action="store_true", help="keep counters only")
@@ -773,7 +839,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_rate=args.drop_rate,
         seed=args.seed,
     )
-    server.faults.set_latency(args.latency)
+    server.faults.set_latency(args.latency, p95=args.latency_p95)
+    server.faults.set_capacity(args.capacity, retry_after=args.retry_after)
     server.faults.set_max_body_bytes(args.max_body_bytes)
     with server:
         print(f"SGP_CLIENT_BASE_URL={server.base_url}", flush=True)

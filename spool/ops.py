@@ -9,6 +9,7 @@ order, leases, counters) lives here and nowhere else.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ __all__ = [
     "claim",
     "dead_letter",
     "export_page",
+    "extend_leases",
     "fail",
     "find",
     "outstanding",
@@ -75,10 +77,21 @@ _RECORD_COLUMNS = (
     "lease_owner, lease_expires_at, last_error, done_at, outcome, payload"
 )
 _SEQS = "seq IN (SELECT value FROM json_each(?))"
+# Pending, or leased by the owner given (any owner when it is NULL): a late answer to one
+# shipper never decides events that another has claimed since. A CASE, not an OR of state
+# tests: SQLite would answer that OR from events_by_state, scanning every pending row, where
+# the seqs given are a few primary-key lookups.
+_HELD_BY = (
+    f"CASE state WHEN '{_P}' THEN 1 "
+    f"WHEN '{_L}' THEN lease_owner = COALESCE(?, lease_owner) ELSE 0 END"
+)
 
+# A lease further ahead than ``?`` (the longest lease a shipper writes: a backoff wait plus
+# a lease) was written before the wall clock stepped back: it counts as expired, or its
+# events would wait out the step.
 _RELEASE_EXPIRED = f"""
 UPDATE events SET state = '{_P}', lease_owner = NULL, lease_expires_at = NULL
-WHERE state = '{_L}' AND lease_expires_at <= ?
+WHERE state = '{_L}' AND (lease_expires_at <= ? OR lease_expires_at > ?)
 """
 
 # A start is superseded when its span's end is spooled (and not dead): the end carries the
@@ -127,18 +140,39 @@ WHERE seq IN (
 )
 """
 
-# An end waits while its start is in flight, so the start can never arrive after it.
+# An end waits while its start is in flight, so the start can never arrive after it. An event
+# due further ahead than the longest wait (the second ``?``) was held back before the wall
+# clock stepped back: it is due now. A start waits until it is start_delay old (enqueued
+# after the third ``?`` and not after the fourth, ``now``; one enqueued later than now was
+# written before a clock step back): a span that ends sooner ships once, its end superseding
+# the start.
+_READY_FROM = f"""
+FROM events AS c
+WHERE c.state = '{_P}' AND (c.next_attempt_at <= ? OR c.next_attempt_at > ?)
+  AND NOT (c.kind = '{_START}' AND ((c.enqueued_at > ? AND c.enqueued_at <= ?) OR {_END_SPOOLED}))
+  AND NOT (c.kind = '{_END}' AND EXISTS (
+      SELECT 1 FROM events AS o
+      WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id
+        AND o.kind = '{_START}' AND o.state = '{_L}'))
+ORDER BY c.seq LIMIT ?
+"""
+
 _CLAIM = f"""
 UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
+WHERE seq IN (SELECT c.seq {_READY_FROM})
+RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
+"""
+
+# The same, up to a total of payload bytes: the oldest event always, then as many as fit. The
+# running sum is taken over the LIMITed rows only, never over the whole backlog.
+_CLAIM_BYTES = f"""
+UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
 WHERE seq IN (
-    SELECT c.seq FROM events AS c
-    WHERE c.state = '{_P}' AND c.next_attempt_at <= ?
-      AND NOT (c.kind = '{_START}' AND {_END_SPOOLED})
-      AND NOT (c.kind = '{_END}' AND EXISTS (
-          SELECT 1 FROM events AS o
-          WHERE o.trace_id = c.trace_id AND o.span_id = c.span_id
-            AND o.kind = '{_START}' AND o.state = '{_L}'))
-    ORDER BY c.seq LIMIT ?
+    SELECT seq FROM (
+        SELECT seq, SUM(size) OVER (ORDER BY seq) AS upto, ROW_NUMBER() OVER (ORDER BY seq) AS n
+        FROM (SELECT c.seq AS seq, length(c.payload) AS size {_READY_FROM})
+    )
+    WHERE n = 1 OR upto <= ?
 )
 RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
 """
@@ -161,13 +195,36 @@ def _seqs(seqs: Iterable[int]) -> str:
     return json.dumps(list(seqs))
 
 
-def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[ClaimedEvent]]:
-    """Lease up to ``limit`` ready events to ``owner``, oldest first, in span order."""
-    yield Query(_RELEASE_EXPIRED, (now,))
+def claim(
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    *,
+    max_wait: float = math.inf,
+    start_delay: float = 0.0,
+    max_bytes: int | None = None,
+) -> Tx[list[ClaimedEvent]]:
+    """Lease up to ``limit`` ready events to ``owner``, oldest first, in span order.
+
+    ``max_wait``: the longest backoff a shipper sets. Times further ahead than it allows (a
+    next attempt beyond ``now + max_wait``, a lease beyond ``now + max_wait + lease_seconds``)
+    were written before the wall clock stepped back, and count as past. A start is ready once
+    it is ``start_delay`` seconds old. With ``max_bytes`` the claimed payloads add up to at
+    most that many bytes, except that the oldest ready event is always claimed, however large.
+    """
+    horizon = now + max_wait
+    yield Query(_RELEASE_EXPIRED, (now, horizon + lease_seconds))
     superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200)))
     if superseded:
         yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, len(superseded)))
-    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, limit))
+    # Without a delay no start waits, whatever clock its writer had.
+    born_by = now - start_delay if start_delay > 0 else now
+    ready = (now, horizon, born_by, now, limit)
+    if max_bytes is None:
+        rows = yield Query(_CLAIM, (owner, now + lease_seconds, *ready))
+    else:
+        rows = yield Query(_CLAIM_BYTES, (owner, now + lease_seconds, *ready, max_bytes))
     rows.sort(key=lambda row: int(row[0]))
     ends = [(row[2], row[1]) for row in rows if row[3] == _END]
     if ends:
@@ -183,14 +240,16 @@ def claim(owner: str, limit: int, lease_seconds: float, now: float) -> Tx[list[C
     ]
 
 
-def ack(seqs: Sequence[int], now: float) -> Tx[int]:
-    """Mark delivered events done and note the success (clearing any blocked reason). Acks
-    from a shipper whose lease ran out still count: the upsert is idempotent."""
+def ack(seqs: Sequence[int], now: float, *, owner: str | None = None) -> Tx[int]:
+    """Mark delivered events done and note the success (clearing any blocked reason).
+
+    With ``owner``, events another shipper has leased since are left to it (its answer
+    decides them); pending ones still count, as the upsert is idempotent."""
     yield Query(
         f"UPDATE events SET state = '{_D}', outcome = '{Outcome.SHIPPED.value}', done_at = ?, "
         f"lease_owner = NULL, lease_expires_at = NULL "
-        f"WHERE {_SEQS} AND state IN ('{_P}', '{_L}')",
-        (now, _seqs(seqs)),
+        f"WHERE {_SEQS} AND {_HELD_BY}",
+        (now, _seqs(seqs), owner),
     )
     acked = int((yield _CHANGES)[0][0])
     if acked:
@@ -204,14 +263,32 @@ def ack(seqs: Sequence[int], now: float) -> Tx[int]:
 
 
 def ack_and_claim(
-    acked: Sequence[int], owner: str, limit: int, lease_seconds: float, now: float
+    acked: Sequence[int],
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    *,
+    max_wait: float = math.inf,
+    start_delay: float = 0.0,
+    max_bytes: int | None = None,
 ) -> Tx[list[ClaimedEvent]]:
     """:func:`ack` then :func:`claim`, in one transaction: the shipper's acks ride on its
     next claim (one commit instead of two), and the ends of the starts just acked are
     claimable at once."""
     if acked:
-        yield from ack(acked, now)
-    return (yield from claim(owner, limit, lease_seconds, now))
+        yield from ack(acked, now, owner=owner)
+    return (
+        yield from claim(
+            owner,
+            limit,
+            lease_seconds,
+            now,
+            max_wait=max_wait,
+            start_delay=start_delay,
+            max_bytes=max_bytes,
+        )
+    )
 
 
 def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:
@@ -279,25 +356,42 @@ def renew(seqs: Sequence[int], owner: str, lease_expires_at: float) -> Tx[int]:
     return int((yield _CHANGES)[0][0])
 
 
-def outstanding() -> Tx[tuple[int, int, float | None]]:
-    """``(pending, leased, earliest next_attempt_at of pending)``: is there work left, and when."""
+def extend_leases(seqs: Sequence[int], owner: str, until: float, latest: float) -> Tx[int]:
+    """Extend ``owner``'s leases to ``until`` where they end sooner, never shortening one
+    (a lease that covers a backoff wait keeps it), except a lease ending after ``latest``:
+    written before the wall clock stepped back, it is brought back to ``until``."""
+    yield Query(
+        f"UPDATE events SET lease_expires_at = ? WHERE {_SEQS} AND state = '{_L}' "
+        f"AND lease_owner = ? AND (lease_expires_at < ? OR lease_expires_at > ?)",
+        (until, _seqs(seqs), owner, until, latest),
+    )
+    return int((yield _CHANGES)[0][0])
+
+
+def outstanding(start_delay: float = 0.0) -> Tx[tuple[int, int, float | None]]:
+    """``(pending, leased, earliest time a pending event is due)``: is there work left, and
+    when. A start is due no sooner than ``start_delay`` after it was spooled."""
     rows = yield Query(
         f"SELECT SUM(state = '{_P}'), SUM(state = '{_L}'), "
-        f"MIN(CASE WHEN state = '{_P}' THEN next_attempt_at END) "
-        f"FROM events WHERE state IN ('{_P}', '{_L}')"
+        f"MIN(CASE WHEN state = '{_P}' THEN MAX(next_attempt_at, "
+        f"CASE WHEN kind = '{_START}' THEN enqueued_at + ? ELSE 0 END) END) "
+        f"FROM events WHERE state IN ('{_P}', '{_L}')",
+        # Without a delay a start is due at its next_attempt_at, whatever its enqueued_at.
+        (start_delay if start_delay > 0 else -math.inf,),
     )
     pending, leased, due = rows[0]
     return int(pending or 0), int(leased or 0), due
 
 
-def dead_letter(reasons: Mapping[int, str], now: float) -> Tx[int]:
-    """Move events that the endpoint refused for good to ``dead``, each with its reason."""
+def dead_letter(reasons: Mapping[int, str], now: float, *, owner: str | None = None) -> Tx[int]:
+    """Move events that the endpoint refused for good to ``dead``, each with its reason.
+    With ``owner``, events another shipper has leased since are left to it."""
     before = int((yield _TOTAL_CHANGES)[0][0])
     yield Query(
         f"UPDATE events SET state = '{_X}', last_error = ?, done_at = ?, "
         f"lease_owner = NULL, lease_expires_at = NULL "
-        f"WHERE seq = ? AND state IN ('{_P}', '{_L}')",
-        [(reason, now, seq) for seq, reason in reasons.items()],
+        f"WHERE seq = ? AND {_HELD_BY}",
+        [(reason, now, seq, owner) for seq, reason in reasons.items()],
         many=True,
     )
     return int((yield _TOTAL_CHANGES)[0][0]) - before

@@ -133,6 +133,20 @@ class RecordedSleeps:
         await asyncio.sleep(0)
 
 
+class GatedSleep:
+    """An injected sleep that records the wait, then holds until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.entered.set()
+        await self.gate.wait()
+
+
 def run_async(main: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Run a test's coroutine; a hang fails the test instead of stalling the suite."""
 
@@ -171,7 +185,8 @@ def span_server() -> Iterator[FakeSpanServer]:
 
 @pytest.fixture
 def ship_config(span_server: FakeSpanServer) -> ShipperConfig:
-    """Credentials and endpoint of ``span_server``; no linger and quick polls."""
+    """Credentials and endpoint of ``span_server``; no linger, quick polls, and starts
+    claimable at once (tests of the start delay set it)."""
     from shipper import ShipperConfig
 
     return ShipperConfig(
@@ -180,6 +195,7 @@ def ship_config(span_server: FakeSpanServer) -> ShipperConfig:
         base_url=span_server.base_url,
         linger=0.0,
         poll_interval=0.02,
+        start_delay=0.0,
     )
 
 

@@ -177,8 +177,9 @@ def test_a_bounded_shutdown_hands_in_flight_batches_back_to_the_spool(
             await processor.on_span_start(span)
             span.end_time = datetime.now(UTC)
             await processor.on_span_end(span)
-        # Every upload slot is taken by a hanging request before the agent stops.
-        slots = ship_config.concurrency
+        # Every upload slot is taken by a hanging request before the agent stops: one, as
+        # nothing answers to raise the adaptive limit from its start.
+        slots = 1
         full = await asyncio.to_thread(
             span_server.wait_for, lambda: span_server.stats().in_flight >= slots, 10
         )

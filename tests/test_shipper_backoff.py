@@ -10,7 +10,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from conftest import FakeClock, RecordedSleeps, eventually, run_async, server_reaches, span_events
+from conftest import (
+    FakeClock,
+    GatedSleep,
+    RecordedSleeps,
+    eventually,
+    run_async,
+    server_reaches,
+    span_events,
+)
 
 from shipper import Shipper, ShipperConfig
 from shipper.testing import FakeSpanServer
@@ -18,20 +26,6 @@ from spool import EventKind, EventRecord, EventState, MetaKey, Spool, SpoolConfi
 
 END = EventKind.END
 IDS = ["a", "b", "c"]
-
-
-class GatedSleep:
-    """An injected sleep that records the wait, then holds until the test opens the gate."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-        self.entered = asyncio.Event()
-        self.gate = asyncio.Event()
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.entered.set()
-        await self.gate.wait()
 
 
 def find(spool: SpoolConfig, span_id: str) -> EventRecord:
@@ -75,6 +69,7 @@ def test_a_failed_attempt_is_persisted_and_a_restarted_shipper_waits_for_it(
                 assert record.lease_owner == "first"
                 assert record.attempts == 1
                 assert record.next_attempt_at == started + 30
+                assert record.lease_expires_at == started + 30 + config.lease_seconds
                 assert record.last_error == "HTTP 503: service unavailable"
             with Spool.open(spool) as opened:
                 meta = opened.stats().meta
@@ -112,44 +107,39 @@ def test_a_failed_attempt_is_persisted_and_a_restarted_shipper_waits_for_it(
 def test_a_shipper_that_dies_mid_backoff_leaves_its_events_to_nobody_until_due(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    """The first shipper never wakes from its backoff (as if SIGKILLed there): what it wrote to
-    the spool keeps every other shipper off its events until next_attempt_at + the lease."""
+    """What a shipper writes before its backoff wait (the test above) keeps every other
+    shipper off the events until next_attempt_at + the lease, even if it dies in the wait.
+    The dead shipper is its records, written as a shipper writes them: a live one would go
+    on renewing its lease."""
     spool = spool_with(tmp_path, IDS)
     clock = FakeClock()
-    span_server.faults.fail_next(1, status=503, retry_after=30)
     config = ship_config.with_options(backoff_initial=1.0, backoff_max=2.0, lease_seconds=10)
+    with Spool.open(spool) as opened:
+        seqs = [e.seq for e in opened.run(ops.claim("dies", 10, 10.0, clock.now))]
+        opened.run(
+            ops.retry_later(seqs, "dies", next_attempt_at=clock.now + 30, error="HTTP 503",
+                            lease_seconds=10.0, now=clock.now)
+        )  # fmt: skip
 
     async def main() -> None:
-        sleep = GatedSleep()
-        async with Shipper(spool, config, clock=clock, sleep=sleep, owner="dies") as first:
-            dead = asyncio.create_task(first.run())
-            await asyncio.wait_for(sleep.entered.wait(), 10)
-            record = find(spool, "a")
-            assert record.lease_expires_at == record.next_attempt_at + 10
-
-            async with Shipper(spool, config, clock=clock, owner="heir") as second:
-                running = asyncio.create_task(second.run())
-                await clock_read(clock, 20)
-                clock.advance(35)  # past next_attempt_at, not past the lease
-                await clock_read(clock, 20)
-                assert span_server.request_count == 1
-                assert find(spool, "a").lease_owner == "dies"
-                clock.advance(6)
-                await server_reaches(
-                    span_server, lambda: span_server.completed_ids() == set(IDS), "the heir"
-                )
-                await second.stop(timeout=5)
-                await running
-            stopping = asyncio.create_task(first.stop(timeout=5))
-            sleep.gate.set()
-            await stopping
-            await dead
-
-        assert span_server.request_count == 2
-        assert span_server.duplicates() == 0
-        assert all(find(spool, i).state is EventState.DONE for i in IDS)
+        async with Shipper(spool, config, clock=clock, owner="heir") as second:
+            running = asyncio.create_task(second.run())
+            await clock_read(clock, 20)
+            clock.advance(35)  # past next_attempt_at, not past the lease
+            await clock_read(clock, 20)
+            assert span_server.request_count == 0
+            assert find(spool, "a").lease_owner == "dies"
+            clock.advance(6)
+            await server_reaches(
+                span_server, lambda: span_server.completed_ids() == set(IDS), "the heir"
+            )
+            await second.stop(timeout=5)
+            await running
 
     run_async(main())
+    assert span_server.request_count == 1
+    assert span_server.duplicates() == 0
+    assert all(find(spool, i).state is EventState.DONE for i in IDS)
 
 
 def test_transient_failures_dead_letter_only_after_max_age(

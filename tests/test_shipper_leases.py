@@ -16,7 +16,7 @@ from conftest import (
 )
 
 from shipper import DrainResult, Shipper, ShipperConfig
-from shipper.loop import MAX_IDLE
+from shipper.dispatch import MAX_IDLE
 from shipper.testing import FakeSpanServer
 from spool import EventKind, Spool, SpoolConfig, SpoolStats, ops
 

@@ -22,8 +22,8 @@ from conftest import (
     span_events,
 )
 
-from shipper import DrainResult, Shipper, ShipperConfig, StopReason
-from shipper.loop import MAX_IDLE
+from shipper import AdaptiveConcurrency, DrainResult, Shipper, ShipperConfig, StopReason
+from shipper.dispatch import MAX_IDLE
 from shipper.testing import FakeSpanServer, RequestRecord
 from spool import EventKind, EventRecord, EventState, Spool, SpoolConfig, SpoolProcessor, SpoolStats
 
@@ -227,7 +227,9 @@ def test_stop_returns_within_its_timeout_when_the_endpoint_hangs(
     timeout = 0.5
 
     async def main() -> float:
-        async with Shipper(spool, config) as shipper:
+        # Every slot open from the start: no answer ever comes to raise the adaptive limit.
+        limit = AdaptiveConcurrency(concurrency, initial=concurrency)
+        async with Shipper(spool, config, concurrency=limit) as shipper:
             running = asyncio.create_task(shipper.run())
             hung = min(concurrency, -(-events // config.batch_size))
             await server_reaches(
@@ -319,7 +321,7 @@ def test_drain_exit_1_on_timeout(
     assert "stopped, timeout (after 0.3s)" in result.describe()
 
 
-def test_drain_exit_1_when_the_endpoint_stays_unreachable(
+def test_drain_exit_1_when_the_endpoint_keeps_answering_503(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
     spool = spool_with(tmp_path, ["u1"])
@@ -332,8 +334,12 @@ def test_drain_exit_1_when_the_endpoint_stays_unreachable(
 
     result = run_async(main())
     assert result.exit_code == 1
-    assert result.reason is StopReason.UNREACHABLE
+    # It answered, with an error: the reason says so, not "unreachable".
+    assert (result.reason, result.status) == (StopReason.ENDPOINT_ERROR, 503)
     assert result.detail == "HTTP 503: service unavailable"
+    assert "stopped, HTTP 503 from the endpoint (HTTP 503: service unavailable)" in (
+        result.describe()
+    )
     assert (result.pending, result.dead) == (1, 0)
     (record,) = all_records(spool)
     assert record.state is EventState.PENDING
