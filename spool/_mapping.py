@@ -4,6 +4,12 @@ Three shapes are accepted: agentex-style span objects (``id``, ``name``, ``trace
 ``parent_id``, ``start_time``, ``end_time``, ``input``, ``output``, ``data``), scale-gp-beta
 ``lib.tracing`` spans (they have ``to_request_params()``), and dicts already in the
 ``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused.
+
+agentex-style objects are mapped field for field as agentex's own ``SGPAsyncTracingProcessor``
+maps a ``Span`` (``_from_agentex``): lists kept as lists, ``__span_type__`` sent as given, naive
+times kept naive, an ``__error__`` dict made into the SDK's error fields. The metadata agentex's
+processor adds from its environment (``__source__``, ``__agent_name__``...) is added by
+``spool.agentex``'s processors, not here.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ _Times = dict[str, datetime]
 
 
 def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[str, Any], _Times]:
+    agentex = False
     if isinstance(span, Mapping):
         param = _without_none(dict(span))
     elif _has_request_params(type(span)):
@@ -96,6 +103,7 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
             raise Refused(reason, f"span cannot be read: {exc}") from exc
     elif hasattr(span, "trace_id") and hasattr(span, "start_time"):
         param = _from_agentex(span)
+        agentex = True
     else:
         raise NotASpan(f"not a span: {type(span).__name__}")
     if kind is EventKind.START:
@@ -107,10 +115,11 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
     if not param.get("id"):
         param["id"] = str(uuid.uuid4())
     times: _Times = {}
+    naive_utc = not agentex  # agentex sends ``isoformat()``: a naive time stays naive
     for name in ("start_timestamp", "end_timestamp"):
         value = param.get(name)
         if isinstance(value, datetime):
-            param[name] = _iso(value)
+            param[name] = _iso(value, naive_utc)
             if type(value) is datetime:  # a subclass may write its own isoformat: parse it
                 times[name] = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return param, times
@@ -154,24 +163,37 @@ def _end_now(start: object, now: datetime | None) -> str:
 
 
 def _from_agentex(span: Any) -> dict[str, Any]:
-    """The parameters of an agentex-style span. Optional fields are only set when present,
-    so (unlike a dict or ``to_request_params``) there is no ``None`` to strip."""
+    """The parameters of an agentex-style span, as agentex's ``SGPAsyncTracingProcessor`` builds
+    them (``_build_sgp_span``, then ``to_request_params``). Optional fields are only set when
+    present, so (unlike a dict or ``to_request_params``) there is no ``None`` to strip."""
     data = getattr(span, "data", None)
-    data_map: Mapping[str, Any] = data if type(data) is dict or isinstance(data, Mapping) else {}
-    span_type = data_map.get("__span_type__")
+    metadata = _payload(data)
     param: dict[str, Any] = {
         "name": span.name,
         "id": span.id,
         "trace_id": span.trace_id,
         "start_timestamp": span.start_time,
-        "input": _as_object(getattr(span, "input", None)),
-        "output": _as_object(getattr(span, "output", None)),
-        "metadata": _as_object(data),
-        "type": span_type
-        if isinstance(span_type, str) and span_type in SPAN_TYPES
-        else "STANDALONE",
-        "status": "ERROR" if "__error__" in data_map else "SUCCESS",
+        "input": _payload(getattr(span, "input", None)),
+        "output": _payload(getattr(span, "output", None)),
+        "metadata": metadata,
+        "type": "STANDALONE",
+        "status": "SUCCESS",
     }
+    if type(data) is dict or isinstance(data, Mapping):
+        span_type = data.get("__span_type__", "STANDALONE")
+        # agentex sends ``str()`` of whatever is there: a type the endpoint does not know is
+        # its answer to give (a dead letter with its reason), as it is for agentex's processor.
+        param["type"] = span_type if type(span_type) is str else str(span_type)
+        error = data.get("__error__")
+        if isinstance(error, Mapping):
+            # agentex's set_span_error shape, {"type", "message", "category"}; agentex's
+            # processor raises KeyError on a dict without "type" or "message" (and the span is
+            # lost): here what is missing is None.
+            param["status"] = "ERROR"
+            metadata["error"] = True
+            metadata["error_type"] = error.get("type") or None
+            metadata["error_message"] = error.get("message") or None
+            metadata["error_category"] = error.get("category", "unknown")
     parent_id = getattr(span, "parent_id", None)
     if parent_id:
         param["parent_id"] = parent_id
@@ -181,26 +203,27 @@ def _from_agentex(span: Any) -> dict[str, Any]:
     return param
 
 
-def _is_span_type(value: object) -> bool:
-    return isinstance(value, str) and value in SPAN_TYPES
-
-
-def _as_object(value: object) -> dict[str, Any]:
-    """The endpoint's ``input``/``output``/``metadata`` are objects: wrap anything else."""
+def _payload(value: object) -> Any:
+    """agentex's ``input``/``output``/``data`` as its processor sends them: a dict or a list as
+    it is, nothing (None, empty) as ``{}``, anything else wrapped as ``{"value": ...}`` (not an
+    agentex ``Span`` value: the endpoint wants JSON objects or arrays there)."""
     if value is None:
         return {}
     if type(value) is dict or isinstance(value, Mapping):
         return dict(value)
+    if type(value) is list or isinstance(value, list | tuple):
+        return list(value) if value else {}
     return {"value": value}
 
 
-def _iso(value: datetime) -> str:
-    """``value.isoformat()``, a naive time taken as UTC."""
+def _iso(value: datetime, naive_utc: bool = True) -> str:
+    """``value.isoformat()``, a naive time taken as UTC unless ``naive_utc`` is false."""
     if type(value) is datetime and (value.tzinfo is None or value.tzinfo is UTC):
         # orjson writes these exactly as isoformat does, in a third of the time (a test
         # holds the two to it); an offset with seconds is where they part.
-        return _orjson.dumps(value, option=_orjson.OPT_NAIVE_UTC)[1:-1].decode("ascii")
-    if value.tzinfo is None:
+        option = _orjson.OPT_NAIVE_UTC if naive_utc else 0
+        return _orjson.dumps(value, option=option)[1:-1].decode("ascii")
+    if value.tzinfo is None and naive_utc:
         value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
