@@ -11,7 +11,7 @@ VENV312 := .venv312
 STAMP312 := $(VENV312)/.installed
 # What runs there: the agentex tests (skipped in the 3.11 run) and every example, now with
 # agentex installed. litellm, which agentex imports, would fetch a price list from the internet.
-AGENTEX_TESTS := tests/test_agentex_*.py tests/test_integration_examples.py
+AGENTEX_TESTS := tests/test_agentex_*.py tests/test_embedded_agentex.py tests/test_integration_examples.py
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 .PHONY: demo test test-agentex lint bench clean
