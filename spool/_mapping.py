@@ -3,7 +3,8 @@
 Three shapes are accepted: agentex-style span objects (``id``, ``name``, ``trace_id``,
 ``parent_id``, ``start_time``, ``end_time``, ``input``, ``output``, ``data``), scale-gp-beta
 ``lib.tracing`` spans (they have ``to_request_params()``), and dicts already in the
-``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused.
+``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused (integers
+beyond 64 bits become their decimal text; lone surrogates in keys and values become ``?``).
 
 agentex-style objects are mapped field for field as agentex's own ``SGPAsyncTracingProcessor``
 maps a ``Span`` (``_from_agentex``): lists kept as lists, ``__span_type__`` sent as given, naive
@@ -279,16 +280,16 @@ def _dumps(param: dict[str, Any]) -> bytes:
     # orjson first: a quarter of the time of the standard encoder, and the same bytes except
     # for the spelling of some floats (0.00001 for 1e-05: the same number). It writes NaN and
     # the infinities as null, where this module writes "nan", and it refuses some things the
-    # standard encoder handles its own way (integers over 64 bits, keys that are not
-    # strings, lone surrogates, nesting deeper than 254): any of those, or any null at all,
-    # takes the standard path below, whose bytes are what they always were.
+    # standard encoder handles its own way (keys that are not strings, lone surrogates,
+    # nesting deeper than 254) and integers over 64 bits, which this module writes as their
+    # decimal text: any of those, or any null at all, takes the standard path below.
     try:
         fast = _orjson.dumps(param, default=_convert, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        pass
-    else:
-        if b"null" not in fast:
-            return fast
+        # Perhaps an integer beyond 64 bits, which orjson refuses; nothing else has one.
+        return _dumps_standard(_wide_ints(param, set()))
+    if b"null" not in fast:
+        return fast
     return _dumps_standard(param)
 
 
@@ -366,6 +367,47 @@ else:
     )
 
 
+_INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _wide_ints(value: Any, seen: set[int]) -> Any:
+    """``value`` with every integer beyond 64 bits (what orjson refuses) as its decimal text:
+    JSON numbers that wide are not portable (decoders refuse or round them). ``value`` itself
+    when it has none; a cycle is left for the encoder to find."""
+    if type(value) is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else _decimal(value)
+    if isinstance(value, dict | list | tuple | set | frozenset) and id(value) not in seen:
+        seen.add(id(value))
+        try:
+            if isinstance(value, dict):
+                items = {k: _wide_ints(v, seen) for k, v in value.items()}
+                changed = any(items[k] is not v for k, v in value.items())
+                return items if changed else value
+            converted = [_wide_ints(v, seen) for v in value]
+            if all(c is v for c, v in zip(converted, value, strict=True)):
+                return value
+            return converted if isinstance(value, list | tuple) else type(value)(converted)
+        except RecursionError:
+            return value
+        finally:
+            seen.discard(id(value))
+    return value
+
+
+def _decimal(value: int) -> str:
+    """``str(value)``, also beyond Python's limit on integer-to-text conversion."""
+    try:
+        return str(value)
+    except ValueError:
+        chunk = 10**1000
+        sign, value = ("-", -value) if value < 0 else ("", value)
+        parts: list[str] = []
+        while value >= chunk:
+            value, low = divmod(value, chunk)
+            parts.append(f"{low:01000d}")
+        return sign + str(value) + "".join(reversed(parts))
+
+
 def _sanitize(value: object, seen: set[int]) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
@@ -377,7 +419,7 @@ def _sanitize(value: object, seen: set[int]) -> object:
         return "<cycle>"
     if isinstance(value, Mapping):
         seen.add(id(value))
-        result = {str(k): _sanitize(v, seen) for k, v in value.items()}
+        result = {_sanitize(str(k), seen): _sanitize(v, seen) for k, v in value.items()}
         seen.discard(id(value))
         return result
     if isinstance(value, list | tuple):
