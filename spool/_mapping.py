@@ -113,8 +113,6 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
         # An end event always carries the end: stamp it now (never before the start, whose
         # clock may run ahead of ours) rather than lose the span.
         param["end_timestamp"] = _end_now(param.get("start_timestamp"), now)
-    if not param.get("id"):
-        param["id"] = str(uuid.uuid4())
     times: _Times = {}
     naive_utc = not agentex  # agentex sends ``isoformat()``: a naive time stays naive
     for name in ("start_timestamp", "end_timestamp"):
@@ -123,7 +121,20 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
             param[name] = _iso(value, naive_utc)
             if type(value) is datetime:  # a subclass may write its own isoformat: parse it
                 times[name] = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not param.get("id"):
+        param["id"] = _derived_id(param)
     return param, times
+
+
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "spool-ship:span-id")
+
+
+def _derived_id(param: Mapping[str, Any]) -> str:
+    """The id of a span that has none, the same for its start and its end event: a UUID5 of
+    what both carry (trace, parent, name, start). Two id-less spans alike in all four are one
+    span at the endpoint; a random id would leave every id-less span "in progress" there."""
+    shared = (param.get(field) for field in ("trace_id", "parent_id", "name", "start_timestamp"))
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join("" if v is None else str(v) for v in shared)))
 
 
 def _without_none(param: dict[str, Any]) -> dict[str, Any]:

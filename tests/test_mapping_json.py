@@ -253,3 +253,65 @@ def test_integers_beyond_64_bits_are_converted_to_decimal_text(value: int, store
     mapping converts them to their decimal digits, as it converts what JSON cannot hold."""
     payload = mapping._dumps({"metadata": {"n": value, "list": [value]}})
     assert json.loads(payload) == {"metadata": {"n": stored, "list": [stored]}}
+
+
+# ---- issue 12: spans without an id --------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class IdlessSpan:
+    """An agentex-style span whose ``id`` is not set."""
+
+    name: str
+    trace_id: str
+    start_time: datetime
+    id: str | None = None
+    parent_id: str | None = "root"
+    end_time: datetime | None = None
+    input: Any = None
+    output: Any = None
+    data: Any = None
+
+
+STARTED = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def idless_shapes() -> dict[str, tuple[object, object]]:
+    """Each shape as its start event and its end event would see it."""
+    text = STARTED.isoformat()
+    ended = (STARTED + timedelta(seconds=1)).isoformat()
+    base = {"name": "step", "trace_id": "t-1", "parent_id": "root", "start_timestamp": text}
+    later = STARTED + timedelta(seconds=1)
+    return {
+        "dict without id": (base, base | {"end_timestamp": ended, "output": {"x": 1}}),
+        "dict id None": (base | {"id": None}, base | {"id": None, "end_timestamp": ended}),
+        'dict id ""': (base | {"id": ""}, base | {"id": "", "end_timestamp": ended}),
+        "agentex id None": (
+            IdlessSpan("step", "t-1", STARTED),
+            IdlessSpan("step", "t-1", STARTED, end_time=later, output={"x": 1}),
+        ),
+    }
+
+
+@pytest.mark.parametrize("shape", sorted(idless_shapes()))
+def test_a_span_without_an_id_gets_the_same_id_at_start_and_end(shape: str) -> None:
+    start, end = idless_shapes()[shape]
+    start_id = mapping.encode_span(start, EventKind.START, 1 << 20)[0]
+    end_id = mapping.encode_span(end, EventKind.END, 1 << 20)[0]
+    assert start_id == end_id
+    assert uuid.UUID(start_id).version == 5
+
+
+def test_different_idless_spans_get_different_ids() -> None:
+    base = {"trace_id": "t-1", "start_timestamp": STARTED.isoformat()}
+    ids = {
+        mapping.encode_span(base | extra, EventKind.START, 1 << 20)[0]
+        for extra in (
+            {"name": "a"},
+            {"name": "b"},
+            {"name": "a", "parent_id": "p"},
+            {"name": "a", "trace_id": "t-2"},
+            {"name": "a", "start_timestamp": (STARTED + timedelta(microseconds=1)).isoformat()},
+        )
+    }
+    assert len(ids) == 5
