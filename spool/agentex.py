@@ -148,14 +148,14 @@ class _EnrichedSpan:
     )
 
     def __init__(self, span: Any, extra: dict[str, Any]) -> None:
-        self.id = span.id
-        self.name = span.name
+        self.id = getattr(span, "id", None)
+        self.name = getattr(span, "name", None)
         self.trace_id = span.trace_id
         self.parent_id = span.parent_id
         self.start_time = span.start_time
-        self.end_time = span.end_time
-        self.input = span.input
-        self.output = span.output
+        self.end_time = getattr(span, "end_time", None)
+        self.input = getattr(span, "input", None)
+        self.output = getattr(span, "output", None)
         data = span.data
         if data is None:
             data = extra
@@ -176,13 +176,22 @@ class _AgentexSpans:
         sha = self._commit_sha()
         if sha is not None:
             extra = {**extra, "__commit_sha__": sha}
-        return [_EnrichedSpan(span, extra) if _is_agentex_span(span) else span for span in spans]
+        return [_enriched(span, extra) for span in spans]
 
 
-def _is_agentex_span(span: object) -> bool:
-    return not isinstance(span, Mapping) and all(
-        hasattr(span, name) for name in ("trace_id", "start_time", "data", "parent_id")
-    )
+def _enriched(span: Any, extra: dict[str, Any]) -> Any:
+    """``span`` with agentex's metadata when it is an agentex-style span; else as it is."""
+    if (
+        span is None
+        or isinstance(span, Mapping)
+        or hasattr(type(span), "to_request_params")
+        or not hasattr(span, "start_time")
+    ):
+        return span  # a dict, a scale-gp-beta span or not a span: the spool's mapping judges it
+    try:
+        return _EnrichedSpan(span, extra)
+    except Exception:  # the span's own code raised: the spool counts it, the agent never sees it
+        return span
 
 
 class AsyncSpoolTracingProcessor(_AsyncInterface):

@@ -228,3 +228,13 @@ def test_agentex_default_fan_out_would_not_be_one_commit(tmp_path: Path) -> None
         release_committer(committer, timeout=10.0)
     assert reached
     assert counter.commits == 5
+
+
+def test_import_spool_does_not_import_agentex() -> None:
+    """``spool.agentex`` imports agentex; ``import spool`` must not (agentex is optional)."""
+    import subprocess
+    import sys
+
+    code = "import sys, spool, spool.processor; print('agentex' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

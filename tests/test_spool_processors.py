@@ -564,3 +564,49 @@ def test_a_broken_spool_never_raises_and_counts_drops(
     finally:
         release_committer(committer)
     assert counts == {"refused:missing_name": 1, f"dropped:{reason}": 8}
+
+
+class BrokenData:
+    """An agentex-like span whose ``data`` raises when read as a mapping."""
+
+    id = "span-broken"
+    name = "broken"
+    trace_id = "trace-1"
+    parent_id = None
+    start_time = T0
+    end_time = T1
+
+    @property
+    def data(self) -> Any:
+        raise RuntimeError("data cannot be read")
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_the_agentex_processors_never_raise_for_a_broken_span(
+    spool_config: SpoolConfig, flavour: str
+) -> None:
+    """spool.agentex's processors work without agentex too (plain classes), and a span whose
+    attributes raise is counted, not raised into the agent."""
+    from spool.agentex import AsyncSpoolTracingProcessor, SyncSpoolTracingProcessor
+
+    good = AgentexSpan(data={"k": 1})
+    if flavour == "sync":
+        sync = SyncSpoolTracingProcessor(spool_config)
+        sync.on_span_end(BrokenData())
+        sync.on_span_end(good)
+        sync.shutdown()
+    else:
+
+        async def agent() -> None:
+            processor = AsyncSpoolTracingProcessor(spool_config)
+            await processor.on_span_end(BrokenData())
+            await processor.on_span_end(good)
+            await processor.shutdown()
+
+        asyncio.run(agent())
+    payload = only_payload(spool_config)
+    assert payload["id"] == "span-1"
+    assert payload["metadata"]["k"] == 1
+    assert payload["metadata"]["__source__"] == "agentex"
+    with Spool.open(spool_config) as spool:
+        assert spool.stats().refused == {"unserializable": 1}
