@@ -295,6 +295,16 @@ def agentex_main(args: argparse.Namespace) -> int:
     results = {name: c.summary() for name, c in conditions.items()}
     queue, spool = results["agentex queue"], results["use_spool"]
     ratios = {q: spool[f"{q}_us"] / queue[f"{q}_us"] for q in ("p50", "p99")}
+    if not _report(args, "agentex hot path", conditions, {"use_spool_over_agentex_queue": ratios}):
+        print(f"\nuse_spool / agentex queue: p50 {ratios['p50']:.2f}x, p99 {ratios['p99']:.2f}x")
+    return 0
+
+
+def _report(
+    args: argparse.Namespace, title: str, conditions: dict[str, Condition], extra: dict[str, Any]
+) -> bool:
+    """Print the run's JSON object (``--json``: True) or its table and notes (False)."""
+    results = {name: c.summary() for name, c in conditions.items()}
     if args.json:
         report = {
             "machine": _machine(),
@@ -302,20 +312,12 @@ def agentex_main(args: argparse.Namespace) -> int:
             "rounds": args.rounds,
             "conditions": results,
             "notes": {name: c.notes for name, c in conditions.items()},
-            "use_spool_over_agentex_queue": ratios,
+            **extra,
         }
         print(json.dumps(report, indent=2))
-        return 0
-    print(f"agentex hot path: {_machine()}")
+        return True
+    print(f"{title}: {_machine()}")
     print(f"{args.rounds} rounds x {args.spans} spans (2 timed calls each) per condition\n")
-    _table(results)
-    for name, condition in conditions.items():
-        print(f"{name}: " + "; ".join(condition.notes))
-    print(f"\nuse_spool / agentex queue: p50 {ratios['p50']:.2f}x, p99 {ratios['p99']:.2f}x")
-    return 0
-
-
-def _table(results: dict[str, dict[str, float]]) -> None:
     print(
         f"{'condition':<14} {'calls':>7} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9}"
     )
@@ -325,6 +327,10 @@ def _table(results: dict[str, dict[str, float]]) -> None:
             f"{row['p999_us']:>9.1f} {row['max_us']:>9.1f}"
         )
     print()
+    for name, condition in conditions.items():
+        if condition.notes:
+            print(f"{name}: " + "; ".join(condition.notes))
+    return False
 
 
 def _machine() -> str:
@@ -367,25 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "p99": hanging["p99_us"] / healthy["p99_us"],
     }
     ok = ratios["p50"] <= GOAL and ratios["p99"] <= GOAL
-    if args.json:
-        report = {
-            "machine": _machine(),
-            "spans_per_round": args.spans,
-            "rounds": args.rounds,
-            "conditions": results,
-            "notes": {name: c.notes for name, c in conditions.items()},
-            "hanging_over_healthy": ratios,
-            "goal": GOAL,
-            "ok": ok,
-        }
-        print(json.dumps(report, indent=2))
+    extra = {"hanging_over_healthy": ratios, "goal": GOAL, "ok": ok}
+    if _report(args, "hot path", conditions, extra):
         return 0
-    print(f"hot path: {_machine()}")
-    print(f"{args.rounds} rounds x {args.spans} spans (2 timed calls each) per condition\n")
-    _table(results)
-    for name, condition in conditions.items():
-        if condition.notes:
-            print(f"{name}: " + "; ".join(condition.notes))
     verdict = "meets" if ok else "MISSES"
     print(
         f"\nhanging / healthy: p50 {ratios['p50']:.2f}x, p99 {ratios['p99']:.2f}x "

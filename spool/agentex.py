@@ -25,7 +25,7 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NamedTuple, TypeVar, cast
 
 from .config import SpoolConfig
 from .processor import SpoolProcessor, SyncSpoolProcessor
@@ -91,6 +91,7 @@ class SpoolTracingConfig:
 
 
 ProcessorSource = SpoolTracingConfig | SpoolConfig | str | os.PathLike[str] | None
+_Spool = TypeVar("_Spool", SpoolProcessor, SyncSpoolProcessor)
 
 
 def _tracing_config(source: ProcessorSource, ship: object) -> SpoolTracingConfig:
@@ -194,18 +195,17 @@ def _enriched(span: Any, extra: dict[str, Any]) -> Any:
         return span
 
 
-class AsyncSpoolTracingProcessor(_AsyncInterface):
-    """agentex's ``AsyncTracingProcessor``, spooling: ``await on_span_end(span)`` returns once
-    the event is committed, waiting off the event loop.
+class _AgentexProcessor(Generic[_Spool]):
+    """What both agentex processors are: a spool processor (the I/O edge, async or sync) fed
+    spans with agentex's metadata. Built from a path, a ``SpoolConfig`` or, as agentex builds
+    its processors, from a config (``cls(config)``)."""
 
-    >>> AsyncSpoolTracingProcessor("/var/lib/agent/spool.db", ship=True)
-    >>> AsyncSpoolTracingProcessor(SpoolTracingConfig(path="/var/lib/agent/spool.db"))
-    """
+    _spool_processor: type[_Spool]
 
     def __init__(self, config: ProcessorSource = None, *, ship: object = False) -> None:
         self.tracing_config = _tracing_config(config, ship)
         self._spans = _AgentexSpans()
-        self._processor = SpoolProcessor(
+        self._processor: _Spool = self._spool_processor(
             self.tracing_config.path,
             config=self.tracing_config.config,
             ship=self.tracing_config.ship,
@@ -214,6 +214,17 @@ class AsyncSpoolTracingProcessor(_AsyncInterface):
     @property
     def config(self) -> SpoolConfig:
         return self._processor.config
+
+
+class AsyncSpoolTracingProcessor(_AgentexProcessor[SpoolProcessor], _AsyncInterface):
+    """agentex's ``AsyncTracingProcessor``, spooling: ``await on_span_end(span)`` returns once
+    the event is committed, waiting off the event loop.
+
+    >>> AsyncSpoolTracingProcessor("/var/lib/agent/spool.db", ship=True)
+    >>> AsyncSpoolTracingProcessor(SpoolTracingConfig(path="/var/lib/agent/spool.db"))
+    """
+
+    _spool_processor = SpoolProcessor
 
     async def on_span_start(self, span: Any) -> None:
         await self._processor.on_spans_start(self._spans.enrich((span,)))
@@ -232,22 +243,11 @@ class AsyncSpoolTracingProcessor(_AsyncInterface):
         await self._processor.shutdown(timeout)
 
 
-class SyncSpoolTracingProcessor(_SyncInterface):
+class SyncSpoolTracingProcessor(_AgentexProcessor[SyncSpoolProcessor], _SyncInterface):
     """agentex's ``SyncTracingProcessor``, spooling: ``on_span_end(span)`` returns once the
     event is committed (agentex's sync ``Trace`` calls it from the agent's own call)."""
 
-    def __init__(self, config: ProcessorSource = None, *, ship: object = False) -> None:
-        self.tracing_config = _tracing_config(config, ship)
-        self._spans = _AgentexSpans()
-        self._processor = SyncSpoolProcessor(
-            self.tracing_config.path,
-            config=self.tracing_config.config,
-            ship=self.tracing_config.ship,
-        )
-
-    @property
-    def config(self) -> SpoolConfig:
-        return self._processor.config
+    _spool_processor = SyncSpoolProcessor
 
     def on_span_start(self, span: Any) -> None:
         self._processor.on_spans_start(self._spans.enrich((span,)))

@@ -10,8 +10,6 @@ adds from its environment (``__source__``, ``__acp_type__``, ``__agent_name__``,
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +56,10 @@ def test_spool_ship_delivers_what_agentex_delivers(tmp_path: Path) -> None:
         FakeSpanServer(api_key=SHIP_KEY) as spool_endpoint,
     ):
         env = {**os.environ, **AGENT_ENV}
-        child = subprocess.run(
-            [
-                sys.executable,
-                str(CHILD),
-                str(path),
-                agentex_endpoint.base_url,
-                SHIP_KEY,
-                SHIP_ACCOUNT,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
+        child = run_program(
+            [str(CHILD), str(path), agentex_endpoint.base_url, SHIP_KEY, SHIP_ACCOUNT],
+            env,
             timeout=180,
-            check=False,
         )
         assert child.returncode == 0, child.stderr[-3000:]
         ship_env = {

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("agentex.lib.core.tracing", reason="agentex-sdk needs Python 3.12")
+
+from conftest import run_program
 
 from spool import EventState, Spool, SpoolConfig
 
@@ -43,15 +43,7 @@ def unique_snippets() -> list[str]:
 def test_the_snippet_runs_and_spools(tmp_path: Path, snippet: str) -> None:
     (tmp_path / "agent.py").write_text(snippet)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    done = subprocess.run(
-        [sys.executable, "agent.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_program([str(tmp_path / "agent.py")], env, timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     with Spool.open(SpoolConfig(path=tmp_path / "spool.db"), create=False) as spool:
         kinds = sorted(r.kind.value for r in spool.export(list(EventState)))
