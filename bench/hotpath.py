@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,21 +277,29 @@ def run_agentex_round(
     condition.latencies_ns += asyncio.run(go())
 
 
-def agentex_main(args: argparse.Namespace) -> int:
-    """The ``--agentex`` run: agentex's own path against use_spool, in one process run."""
-    os.environ.setdefault("AGENT_NAME", "hotpath")  # agentex's SGP processor requires these
-    os.environ.setdefault("ACP_URL", "http://127.0.0.1:9")
-    conditions = {name: Condition(name) for name in AGENTEX_CONDITIONS}
+def run_rounds(
+    args: argparse.Namespace,
+    names: Sequence[str],
+    one_round: Callable[[Condition, Endpoint, Path, int, int], None],
+) -> dict[str, Condition]:
+    """Every round of every condition, alternating, against one endpoint process."""
+    conditions = {name: Condition(name) for name in names}
     endpoint = Endpoint()
     try:
         with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
             for _ in range(args.rounds):
-                for name in AGENTEX_CONDITIONS:
-                    run_agentex_round(
-                        conditions[name], endpoint, Path(tmp), args.spans, args.warmup
-                    )
+                for name in names:
+                    one_round(conditions[name], endpoint, Path(tmp), args.spans, args.warmup)
     finally:
         endpoint.close()
+    return conditions
+
+
+def agentex_main(args: argparse.Namespace) -> int:
+    """The ``--agentex`` run: agentex's own path against use_spool, in one process run."""
+    os.environ.setdefault("AGENT_NAME", "hotpath")  # agentex's SGP processor requires these
+    os.environ.setdefault("ACP_URL", "http://127.0.0.1:9")
+    conditions = run_rounds(args, AGENTEX_CONDITIONS, run_agentex_round)
     results = {name: c.summary() for name, c in conditions.items()}
     queue, spool = results["agentex queue"], results["use_spool"]
     ratios = {q: spool[f"{q}_us"] / queue[f"{q}_us"] for q in ("p50", "p99")}
@@ -356,16 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.agentex:
         return agentex_main(args)
 
-    conditions = {name: Condition(name) for name in CONDITIONS}
-    endpoint = Endpoint()
-    try:
-        with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
-            for _ in range(args.rounds):
-                for name in CONDITIONS:
-                    run_round(conditions[name], endpoint, Path(tmp), args.spans, args.warmup)
-    finally:
-        endpoint.close()
-
+    conditions = run_rounds(args, CONDITIONS, run_round)
     results = {name: c.summary() for name, c in conditions.items()}
     healthy, hanging = results["healthy"], results["hanging"]
     ratios = {
