@@ -3,6 +3,7 @@
     .venv/bin/python bench/hotpath.py            # the full run (about half a minute)
     .venv/bin/python bench/hotpath.py --quick    # a smoke run
     .venv/bin/python bench/hotpath.py --spans 2000 --rounds 5 --json
+    .venv312/bin/python bench/hotpath.py --agentex   # agentex's own path vs use_spool (3.12)
 
 The latency of each ``await processor.on_span_start(span)`` / ``on_span_end(span)``
 (``perf_counter_ns``), one agent task on one event loop, through
@@ -19,6 +20,15 @@ Rounds alternate the conditions (A B C A B C ...) so that drift on a shared mach
 all three. The goal: hanging within 2x of healthy at p50 and p99. Each round also reports what
 the endpoint saw, to show that the shipper was really shipping (healthy) or really stuck
 (hanging) while the agent was being timed.
+
+``--agentex`` (with agentex-sdk installed) times what an agentex agent awaits instead:
+``await trace.start_span(...)`` / ``await trace.end_span(span)`` of agentex's ``AsyncTrace``
+(what ``adk.tracing.span`` runs), the endpoint healthy, in two conditions alternating:
+
+* ``agentex queue``: agentex's own default path, its ``SGPAsyncTracingProcessor`` registered;
+  the call only enqueues, and agentex's queue ships later on the same loop (not durable).
+* ``use_spool``: ``spool.agentex.use_spool(path, ship=...)``: the call returns once the event
+  is committed; the shipper runs on its own thread.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +56,8 @@ from shipper import ShipperConfig
 from spool import SpoolConfig, SpoolProcessor
 
 __all__ = ["AgentSpan", "Condition", "main"]
+
+AGENTEX_CONDITIONS = ("agentex queue", "use_spool")
 
 KEY, ACCOUNT = "bench-key", "bench-account"
 CONDITIONS = ("no shipping", "healthy", "hanging")
@@ -204,6 +216,131 @@ def run_round(
             endpoint.faults(hang=False)
 
 
+async def agentex_agent(trace: Any, spans: Sequence[AgentSpan], warmup: int) -> list[int]:
+    """``agent`` for agentex: the agent's own calls, with the same inputs and outputs."""
+    timed: list[int] = []
+    clock = time.perf_counter_ns
+    for i, shape in enumerate(spans):
+        began = clock()
+        span = await trace.start_span(
+            shape.name, parent_id=shape.parent_id, input=shape.input, data=shape.data
+        )
+        started = clock()
+        span.output = {"text": "because of Rayleigh scattering"}
+        await trace.end_span(span)
+        ended = clock()
+        if i >= warmup:
+            timed += (started - began, ended - started)
+        await asyncio.sleep(0)  # the agent's own work: agentex's queue gets the loop here
+    return timed
+
+
+def run_agentex_round(
+    condition: Condition, endpoint: Endpoint, workdir: Path, spans: int, warmup: int
+) -> None:
+    from agentex import AsyncAgentex
+    from agentex.lib.core.tracing import shutdown_default_span_queue
+    from agentex.lib.core.tracing import tracing_processor_manager as manager
+    from agentex.lib.core.tracing.tracer import AsyncTracer
+    from agentex.lib.types.tracing import SGPTracingProcessorConfig
+
+    from spool.agentex import use_spool
+
+    registry = manager.GLOBAL_TRACING_PROCESSOR_MANAGER
+    registry.async_processors.clear()
+    registry.sync_processors.clear()
+    endpoint.faults(clear=True)
+    before = endpoint.stats()
+    ship = ShipperConfig(api_key=KEY, account_id=ACCOUNT, base_url=endpoint.base_url)
+    if condition.name == "use_spool":
+        processor = use_spool(workdir / f"agentex-{uuid.uuid4().hex[:8]}.db", ship=ship)[0]
+    else:
+        manager.add_tracing_processor_config(
+            SGPTracingProcessorConfig(
+                sgp_api_key=KEY, sgp_account_id=ACCOUNT, sgp_base_url=endpoint.base_url
+            )
+        )
+
+    async def go() -> list[int]:
+        trace = AsyncTracer(AsyncAgentex(base_url=endpoint.base_url, api_key=KEY)).trace(
+            str(uuid.uuid4())
+        )
+        timed = await agentex_agent(trace, make_spans(spans), warmup)
+        during = endpoint.stats()
+        await shutdown_default_span_queue(timeout=30)
+        if condition.name == "use_spool":
+            await processor.shutdown(timeout=SHUTDOWN_TIMEOUT)
+        shipped = during["items_accepted"] - before["items_accepted"]
+        condition.notes.append(f"{shipped} events shipped while timed")
+        return timed
+
+    condition.latencies_ns += asyncio.run(go())
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    names: Sequence[str],
+    one_round: Callable[[Condition, Endpoint, Path, int, int], None],
+) -> dict[str, Condition]:
+    """Every round of every condition, alternating, against one endpoint process."""
+    conditions = {name: Condition(name) for name in names}
+    endpoint = Endpoint()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
+            for _ in range(args.rounds):
+                for name in names:
+                    one_round(conditions[name], endpoint, Path(tmp), args.spans, args.warmup)
+    finally:
+        endpoint.close()
+    return conditions
+
+
+def agentex_main(args: argparse.Namespace) -> int:
+    """The ``--agentex`` run: agentex's own path against use_spool, in one process run."""
+    os.environ.setdefault("AGENT_NAME", "hotpath")  # agentex's SGP processor requires these
+    os.environ.setdefault("ACP_URL", "http://127.0.0.1:9")
+    conditions = run_rounds(args, AGENTEX_CONDITIONS, run_agentex_round)
+    results = {name: c.summary() for name, c in conditions.items()}
+    queue, spool = results["agentex queue"], results["use_spool"]
+    ratios = {q: spool[f"{q}_us"] / queue[f"{q}_us"] for q in ("p50", "p99")}
+    if not _report(args, "agentex hot path", conditions, {"use_spool_over_agentex_queue": ratios}):
+        print(f"\nuse_spool / agentex queue: p50 {ratios['p50']:.2f}x, p99 {ratios['p99']:.2f}x")
+    return 0
+
+
+def _report(
+    args: argparse.Namespace, title: str, conditions: dict[str, Condition], extra: dict[str, Any]
+) -> bool:
+    """Print the run's JSON object (``--json``: True) or its table and notes (False)."""
+    results = {name: c.summary() for name, c in conditions.items()}
+    if args.json:
+        report = {
+            "machine": _machine(),
+            "spans_per_round": args.spans,
+            "rounds": args.rounds,
+            "conditions": results,
+            "notes": {name: c.notes for name, c in conditions.items()},
+            **extra,
+        }
+        print(json.dumps(report, indent=2))
+        return True
+    print(f"{title}: {_machine()}")
+    print(f"{args.rounds} rounds x {args.spans} spans (2 timed calls each) per condition\n")
+    print(
+        f"{'condition':<14} {'calls':>7} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9}"
+    )
+    for name, row in results.items():
+        print(
+            f"{name:<14} {row['calls']:>7.0f} {row['p50_us']:>9.1f} {row['p99_us']:>9.1f} "
+            f"{row['p999_us']:>9.1f} {row['max_us']:>9.1f}"
+        )
+    print()
+    for name, condition in conditions.items():
+        if condition.notes:
+            print(f"{name}: " + "; ".join(condition.notes))
+    return False
+
+
 def _machine() -> str:
     return (
         f"{platform.python_implementation()} {platform.python_version()} on "
@@ -218,20 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100, help="untimed spans per round")
     parser.add_argument("--quick", action="store_true", help="300 spans, 1 round")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--agentex", action="store_true", help="agentex's own path vs use_spool (needs agentex)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.spans, args.rounds, args.warmup = 300, 1, 50
+    if args.agentex:
+        return agentex_main(args)
 
-    conditions = {name: Condition(name) for name in CONDITIONS}
-    endpoint = Endpoint()
-    try:
-        with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp:
-            for _ in range(args.rounds):
-                for name in CONDITIONS:
-                    run_round(conditions[name], endpoint, Path(tmp), args.spans, args.warmup)
-    finally:
-        endpoint.close()
-
+    conditions = run_rounds(args, CONDITIONS, run_round)
     results = {name: c.summary() for name, c in conditions.items()}
     healthy, hanging = results["healthy"], results["hanging"]
     ratios = {
@@ -239,33 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "p99": hanging["p99_us"] / healthy["p99_us"],
     }
     ok = ratios["p50"] <= GOAL and ratios["p99"] <= GOAL
-    if args.json:
-        report = {
-            "machine": _machine(),
-            "spans_per_round": args.spans,
-            "rounds": args.rounds,
-            "conditions": results,
-            "notes": {name: c.notes for name, c in conditions.items()},
-            "hanging_over_healthy": ratios,
-            "goal": GOAL,
-            "ok": ok,
-        }
-        print(json.dumps(report, indent=2))
+    extra = {"hanging_over_healthy": ratios, "goal": GOAL, "ok": ok}
+    if _report(args, "hot path", conditions, extra):
         return 0
-    print(f"hot path: {_machine()}")
-    print(f"{args.rounds} rounds x {args.spans} spans (2 timed calls each) per condition\n")
-    print(
-        f"{'condition':<12} {'calls':>7} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'max us':>9}"
-    )
-    for name, row in results.items():
-        print(
-            f"{name:<12} {row['calls']:>7.0f} {row['p50_us']:>9.1f} {row['p99_us']:>9.1f} "
-            f"{row['p999_us']:>9.1f} {row['max_us']:>9.1f}"
-        )
-    print()
-    for name, condition in conditions.items():
-        if condition.notes:
-            print(f"{name}: " + "; ".join(condition.notes))
     verdict = "meets" if ok else "MISSES"
     print(
         f"\nhanging / healthy: p50 {ratios['p50']:.2f}x, p99 {ratios['p99']:.2f}x "

@@ -1,46 +1,38 @@
-"""Spooling agentex's tracing: append the spool processors to agentex's processor lists.
+"""Spooling agentex's tracing: one ``use_spool`` call at startup, the agent's code unchanged.
 
     SGP_API_KEY=... SGP_ACCOUNT_ID=... python examples/agentex_processor.py /var/lib/agent/spool.db
 
-With agentex installed, every span an agent opens (``adk.tracing.span(...)``) is also handed to
-the spool processors. Without agentex, this example drives the async processor directly with
-spans shaped like ``agentex.types.span.Span``, as agentex would.
+With agentex installed (``pip install 'spool-ship[agentex]'``, Python 3.12), ``use_spool``
+registers the spool processors with agentex, and each ``async with adk.tracing.span(...)``
+block's start and end are committed to the spool when the block is entered and exited. Without
+agentex, this example calls the same processor itself with spans shaped like agentex's ``Span``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from spool import SpoolProcessor, SyncSpoolProcessor
+from spool.agentex import AsyncSpoolTracingProcessor, use_spool
 
 TURNS = 3
 
 
-def register_with_agentex(path: str) -> tuple[SpoolProcessor, SyncSpoolProcessor] | None:
-    """Add spool processors next to agentex's own; None when agentex is not installed."""
-    try:
-        manager = importlib.import_module("agentex.lib.core.tracing.tracing_processor_manager")
-    except ImportError:
-        return None
-    async_processor = SpoolProcessor(path, ship=True)  # credentials from SGP_* variables
-    sync_processor = SyncSpoolProcessor(path, ship=True)  # shares the same shipper
-    manager.GLOBAL_TRACING_PROCESSOR_MANAGER.async_processors.append(async_processor)
-    manager.GLOBAL_TRACING_PROCESSOR_MANAGER.sync_processors.append(sync_processor)
-    return async_processor, sync_processor
-
-
 async def agentex_turns(task_id: str) -> None:
     """What an agentex agent does; its spans reach the spool through agentex."""
-    adk: Any = importlib.import_module("agentex.lib.adk")
+    from agentex.lib import adk
+
     for turn in range(TURNS):
         async with adk.tracing.span(
-            trace_id=task_id, task_id=task_id, name=f"Turn {turn}", input={"turn": turn}
+            trace_id=task_id,
+            task_id=task_id,
+            name=f"Turn {turn}",
+            input={"turn": turn},
+            data={"__span_type__": "AGENT_WORKFLOW"},
         ) as span:
             if span:
                 span.output = {"reply": f"reply {turn}"}
@@ -62,7 +54,7 @@ class AgentexLikeSpan:
     data: dict[str, Any] | None = None
 
 
-async def direct_turns(processor: SpoolProcessor, task_id: str) -> None:
+async def direct_turns(processor: AsyncSpoolTracingProcessor, task_id: str) -> None:
     """The same turns, with the processor called as agentex calls it."""
     for turn in range(TURNS):
         span = AgentexLikeSpan(f"Turn {turn}", task_id, task_id=task_id, input={"turn": turn})
@@ -74,16 +66,19 @@ async def direct_turns(processor: SpoolProcessor, task_id: str) -> None:
 
 async def main(path: str) -> None:
     task_id = str(uuid.uuid4())
-    registered = register_with_agentex(path)
-    if registered is not None:
-        async_processor, sync_processor = registered
-        await agentex_turns(task_id)
-        await asyncio.to_thread(sync_processor.shutdown, 10)
+    try:
+        processors = use_spool(path, ship=True)  # credentials from SGP_* variables
+    except ImportError:  # no agentex here
+        processor = AsyncSpoolTracingProcessor(path, ship=True)
+        await direct_turns(processor, task_id)
+        await processor.shutdown(timeout=10)
+        via = "the processor directly"
     else:
-        async_processor = SpoolProcessor(path, ship=True)
-        await direct_turns(async_processor, task_id)
-    await async_processor.shutdown(timeout=10)
-    via = "agentex" if registered is not None else "the processor directly"
+        await agentex_turns(task_id)
+        # Ships what is spooled within 10 s; anything left stays in the spool for next time.
+        await processors.async_processor.shutdown(timeout=10)
+        await asyncio.to_thread(processors.sync_processor.shutdown, 10)
+        via = "agentex"
     print(f"traced {TURNS} spans into {path} through {via}")
 
 

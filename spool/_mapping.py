@@ -3,7 +3,14 @@
 Three shapes are accepted: agentex-style span objects (``id``, ``name``, ``trace_id``,
 ``parent_id``, ``start_time``, ``end_time``, ``input``, ``output``, ``data``), scale-gp-beta
 ``lib.tracing`` spans (they have ``to_request_params()``), and dicts already in the
-``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused.
+``SpanCreateParam`` shape. Values JSON cannot hold are converted, never refused (integers
+beyond 64 bits become their decimal text; lone surrogates in keys and values become ``?``).
+
+agentex-style objects are mapped field for field as agentex's own ``SGPAsyncTracingProcessor``
+maps a ``Span`` (``_from_agentex``): lists kept as lists, ``__span_type__`` sent as given, naive
+times kept naive, an ``__error__`` dict made into the SDK's error fields. The metadata agentex's
+processor adds from its environment (``__source__``, ``__agent_name__``...) is added by
+``spool.agentex``'s processors, not here.
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ _Times = dict[str, datetime]
 
 
 def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[str, Any], _Times]:
+    agentex = False
     if isinstance(span, Mapping):
         param = _without_none(dict(span))
     elif _has_request_params(type(span)):
@@ -96,6 +104,7 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
             raise Refused(reason, f"span cannot be read: {exc}") from exc
     elif hasattr(span, "trace_id") and hasattr(span, "start_time"):
         param = _from_agentex(span)
+        agentex = True
     else:
         raise NotASpan(f"not a span: {type(span).__name__}")
     if kind is EventKind.START:
@@ -104,16 +113,28 @@ def _param(span: object, kind: EventKind, now: datetime | None) -> tuple[dict[st
         # An end event always carries the end: stamp it now (never before the start, whose
         # clock may run ahead of ours) rather than lose the span.
         param["end_timestamp"] = _end_now(param.get("start_timestamp"), now)
-    if not param.get("id"):
-        param["id"] = str(uuid.uuid4())
     times: _Times = {}
+    naive_utc = not agentex  # agentex sends ``isoformat()``: a naive time stays naive
     for name in ("start_timestamp", "end_timestamp"):
         value = param.get(name)
         if isinstance(value, datetime):
-            param[name] = _iso(value)
+            param[name] = _iso(value, naive_utc)
             if type(value) is datetime:  # a subclass may write its own isoformat: parse it
                 times[name] = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not param.get("id"):
+        param["id"] = _derived_id(param)
     return param, times
+
+
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "spool-ship:span-id")
+
+
+def _derived_id(param: Mapping[str, Any]) -> str:
+    """The id of a span that has none, the same for its start and its end event: a UUID5 of
+    what both carry (trace, parent, name, start). Two id-less spans alike in all four are one
+    span at the endpoint; a random id would leave every id-less span "in progress" there."""
+    shared = (param.get(field) for field in ("trace_id", "parent_id", "name", "start_timestamp"))
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join("" if v is None else str(v) for v in shared)))
 
 
 def _without_none(param: dict[str, Any]) -> dict[str, Any]:
@@ -154,24 +175,37 @@ def _end_now(start: object, now: datetime | None) -> str:
 
 
 def _from_agentex(span: Any) -> dict[str, Any]:
-    """The parameters of an agentex-style span. Optional fields are only set when present,
-    so (unlike a dict or ``to_request_params``) there is no ``None`` to strip."""
+    """The parameters of an agentex-style span, as agentex's ``SGPAsyncTracingProcessor`` builds
+    them (``_build_sgp_span``, then ``to_request_params``). Optional fields are only set when
+    present, so (unlike a dict or ``to_request_params``) there is no ``None`` to strip."""
     data = getattr(span, "data", None)
-    data_map: Mapping[str, Any] = data if type(data) is dict or isinstance(data, Mapping) else {}
-    span_type = data_map.get("__span_type__")
+    metadata = _payload(data)
     param: dict[str, Any] = {
         "name": span.name,
         "id": span.id,
         "trace_id": span.trace_id,
         "start_timestamp": span.start_time,
-        "input": _as_object(getattr(span, "input", None)),
-        "output": _as_object(getattr(span, "output", None)),
-        "metadata": _as_object(data),
-        "type": span_type
-        if isinstance(span_type, str) and span_type in SPAN_TYPES
-        else "STANDALONE",
-        "status": "ERROR" if "__error__" in data_map else "SUCCESS",
+        "input": _payload(getattr(span, "input", None)),
+        "output": _payload(getattr(span, "output", None)),
+        "metadata": metadata,
+        "type": "STANDALONE",
+        "status": "SUCCESS",
     }
+    if type(data) is dict or isinstance(data, Mapping):
+        span_type = data.get("__span_type__", "STANDALONE")
+        # agentex sends ``str()`` of whatever is there: a type the endpoint does not know is
+        # its answer to give (a dead letter with its reason), as it is for agentex's processor.
+        param["type"] = span_type if type(span_type) is str else str(span_type)
+        error = data.get("__error__")
+        if isinstance(error, Mapping):
+            # agentex's set_span_error shape, {"type", "message", "category"}; agentex's
+            # processor raises KeyError on a dict without "type" or "message" (and the span is
+            # lost): here what is missing is None.
+            param["status"] = "ERROR"
+            metadata["error"] = True
+            metadata["error_type"] = error.get("type") or None
+            metadata["error_message"] = error.get("message") or None
+            metadata["error_category"] = error.get("category", "unknown")
     parent_id = getattr(span, "parent_id", None)
     if parent_id:
         param["parent_id"] = parent_id
@@ -181,26 +215,27 @@ def _from_agentex(span: Any) -> dict[str, Any]:
     return param
 
 
-def _is_span_type(value: object) -> bool:
-    return isinstance(value, str) and value in SPAN_TYPES
-
-
-def _as_object(value: object) -> dict[str, Any]:
-    """The endpoint's ``input``/``output``/``metadata`` are objects: wrap anything else."""
+def _payload(value: object) -> Any:
+    """agentex's ``input``/``output``/``data`` as its processor sends them: a dict or a list as
+    it is, nothing (None, empty) as ``{}``, anything else wrapped as ``{"value": ...}`` (not an
+    agentex ``Span`` value: the endpoint wants JSON objects or arrays there)."""
     if value is None:
         return {}
     if type(value) is dict or isinstance(value, Mapping):
         return dict(value)
+    if type(value) is list or isinstance(value, list | tuple):
+        return list(value) if value else {}
     return {"value": value}
 
 
-def _iso(value: datetime) -> str:
-    """``value.isoformat()``, a naive time taken as UTC."""
+def _iso(value: datetime, naive_utc: bool = True) -> str:
+    """``value.isoformat()``, a naive time taken as UTC unless ``naive_utc`` is false."""
     if type(value) is datetime and (value.tzinfo is None or value.tzinfo is UTC):
         # orjson writes these exactly as isoformat does, in a third of the time (a test
         # holds the two to it); an offset with seconds is where they part.
-        return _orjson.dumps(value, option=_orjson.OPT_NAIVE_UTC)[1:-1].decode("ascii")
-    if value.tzinfo is None:
+        option = _orjson.OPT_NAIVE_UTC if naive_utc else 0
+        return _orjson.dumps(value, option=option)[1:-1].decode("ascii")
+    if value.tzinfo is None and naive_utc:
         value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
@@ -256,16 +291,16 @@ def _dumps(param: dict[str, Any]) -> bytes:
     # orjson first: a quarter of the time of the standard encoder, and the same bytes except
     # for the spelling of some floats (0.00001 for 1e-05: the same number). It writes NaN and
     # the infinities as null, where this module writes "nan", and it refuses some things the
-    # standard encoder handles its own way (integers over 64 bits, keys that are not
-    # strings, lone surrogates, nesting deeper than 254): any of those, or any null at all,
-    # takes the standard path below, whose bytes are what they always were.
+    # standard encoder handles its own way (keys that are not strings, lone surrogates,
+    # nesting deeper than 254) and integers over 64 bits, which this module writes as their
+    # decimal text: any of those, or any null at all, takes the standard path below.
     try:
         fast = _orjson.dumps(param, default=_convert, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
-        pass
-    else:
-        if b"null" not in fast:
-            return fast
+        # Perhaps an integer beyond 64 bits, which orjson refuses; nothing else has one.
+        return _dumps_standard(_wide_ints(param, set()))
+    if b"null" not in fast:
+        return fast
     return _dumps_standard(param)
 
 
@@ -345,6 +380,47 @@ except (ImportError, TypeError):
     _encode = None
 
 
+_INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
+
+
+def _wide_ints(value: Any, seen: set[int]) -> Any:
+    """``value`` with every integer beyond 64 bits (what orjson refuses) as its decimal text:
+    JSON numbers that wide are not portable (decoders refuse or round them). ``value`` itself
+    when it has none; a cycle is left for the encoder to find."""
+    if type(value) is int:
+        return value if _INT64_MIN <= value <= _UINT64_MAX else _decimal(value)
+    if isinstance(value, dict | list | tuple | set | frozenset) and id(value) not in seen:
+        seen.add(id(value))
+        try:
+            if isinstance(value, dict):
+                items = {k: _wide_ints(v, seen) for k, v in value.items()}
+                changed = any(items[k] is not v for k, v in value.items())
+                return items if changed else value
+            converted = [_wide_ints(v, seen) for v in value]
+            if all(c is v for c, v in zip(converted, value, strict=True)):
+                return value
+            return converted if isinstance(value, list | tuple) else type(value)(converted)
+        except RecursionError:
+            return value
+        finally:
+            seen.discard(id(value))
+    return value
+
+
+def _decimal(value: int) -> str:
+    """``str(value)``, also beyond Python's limit on integer-to-text conversion."""
+    try:
+        return str(value)
+    except ValueError:
+        chunk = 10**1000
+        sign, value = ("-", -value) if value < 0 else ("", value)
+        parts: list[str] = []
+        while value >= chunk:
+            value, low = divmod(value, chunk)
+            parts.append(f"{low:01000d}")
+        return sign + str(value) + "".join(reversed(parts))
+
+
 def _sanitize(value: object, seen: set[int]) -> object:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
@@ -356,7 +432,7 @@ def _sanitize(value: object, seen: set[int]) -> object:
         return "<cycle>"
     if isinstance(value, Mapping):
         seen.add(id(value))
-        result = {str(k): _sanitize(v, seen) for k, v in value.items()}
+        result = {_sanitize(str(k), seen): _sanitize(v, seen) for k, v in value.items()}
         seen.discard(id(value))
         return result
     if isinstance(value, list | tuple):

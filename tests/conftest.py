@@ -222,7 +222,7 @@ def ship_env(span_server: FakeSpanServer, monkeypatch: pytest.MonkeyPatch) -> di
 
 
 def run_program(
-    args: list[str], env: dict[str, str], timeout: float = 60.0
+    args: list[str], env: dict[str, str], timeout: float = 60.0, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``args`` (``spool-ship`` resolves to this venv's script) and capture its output."""
     import subprocess
@@ -233,7 +233,7 @@ def run_program(
     elif args[0].endswith(".py"):
         args = [sys.executable, *args]
     return subprocess.run(
-        args, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

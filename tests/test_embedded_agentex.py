@@ -1,9 +1,11 @@
-"""The processors fit agentex's tracing processor interface (checked against a local stand-in
-of it, tests/agentex_standin.py), and a list of spans is one group commit.
+"""The generic processors fit agentex's tracing processor interface, and a list of spans is one
+group commit.
 
-agentex calls whatever sits in its processor lists by these method names, with these
+agentex calls whatever sits in its processor lists by its interface's method names, with its
 parameters, awaiting the async ones: a mismatch is a TypeError (or an un-awaited coroutine)
-inside the agent.
+inside the agent. The interface checks run against the real agentex-sdk (Python 3.12, ``make
+test``'s .venv312) and are skipped without it; the group-commit tests run everywhere on the
+agentex-shaped ``Span`` of tests/agentex_standin.py, whose fields are checked against agentex's.
 """
 
 from __future__ import annotations
@@ -11,27 +13,33 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from abc import ABC
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from agentex_standin import (
-    INTERFACE_METHODS,
-    AsyncTracingProcessor,
-    Span,
-    SyncTracingProcessor,
-    new_span,
-)
+from agentex_standin import Span, new_span
 
 from spool import EventKind, EventState, Spool, SpoolConfig, SpoolProcessor, SyncSpoolProcessor
 from spool._committer import acquire_committer, release_committer
 
-PAIRS: list[tuple[type[ABC], type]] = [
-    (AsyncTracingProcessor, SpoolProcessor),
-    (SyncTracingProcessor, SyncSpoolProcessor),
-]
+# What agentex calls on a registered processor (its constructor is agentex's business).
+INTERFACE_METHODS = {
+    "async": ("on_span_start", "on_span_end", "on_spans_start", "on_spans_end", "shutdown"),
+    "sync": ("on_span_start", "on_span_end", "shutdown"),
+}
+
+
+def agentex_interfaces() -> dict[str, tuple[Any, type]]:
+    interface = pytest.importorskip(
+        "agentex.lib.core.tracing.processors.tracing_processor_interface",
+        reason="agentex-sdk needs Python 3.12",
+    )
+    return {
+        "async": (interface.AsyncTracingProcessor, SpoolProcessor),
+        "sync": (interface.SyncTracingProcessor, SyncSpoolProcessor),
+    }
 
 
 def compatibility_problems(ours: Callable[..., object], theirs: Callable[..., object]) -> list[str]:
@@ -67,19 +75,25 @@ def compatibility_problems(ours: Callable[..., object], theirs: Callable[..., ob
     return problems
 
 
-@pytest.mark.parametrize(("interface", "processor"), PAIRS, ids=["async", "sync"])
-def test_processors_offer_agentex_methods_with_compatible_signatures(
-    interface: type[ABC], processor: type
-) -> None:
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_processors_offer_agentex_methods_with_compatible_signatures(flavour: str) -> None:
+    interface, processor = agentex_interfaces()[flavour]
     problems = {
         name: compatibility_problems(getattr(processor, name), getattr(interface, name))
-        for name in INTERFACE_METHODS[interface]
+        for name in INTERFACE_METHODS[flavour]
         if hasattr(processor, name)
     }
-    missing = [name for name in INTERFACE_METHODS[interface] if not hasattr(processor, name)]
+    missing = [name for name in INTERFACE_METHODS[flavour] if not hasattr(processor, name)]
 
     assert missing == []
     assert {name: p for name, p in problems.items() if p} == {}
+    abstract = {name for name in interface.__abstractmethods__ if name != "__init__"}
+    assert abstract <= set(INTERFACE_METHODS[flavour])
+
+
+def test_the_standin_span_has_agentex_fields() -> None:
+    span_module = pytest.importorskip("agentex.types.span", reason="agentex-sdk needs Python 3.12")
+    assert set(Span.model_fields) == set(span_module.Span.model_fields)
 
 
 def test_the_signature_check_catches_a_mismatch() -> None:
@@ -88,8 +102,8 @@ def test_the_signature_check_catches_a_mismatch() -> None:
 
         async def shutdown(self, timeout: float) -> None: ...
 
-    assert compatibility_problems(Wrong.on_span_start, AsyncTracingProcessor.on_span_start)
-    assert compatibility_problems(Wrong.shutdown, AsyncTracingProcessor.shutdown)
+    assert compatibility_problems(Wrong.on_span_start, SpoolProcessor.on_span_start)
+    assert compatibility_problems(Wrong.shutdown, SyncSpoolProcessor.shutdown)
 
 
 def test_agentex_style_calls_work_on_both_processors(tmp_path: Path) -> None:
@@ -214,3 +228,13 @@ def test_agentex_default_fan_out_would_not_be_one_commit(tmp_path: Path) -> None
         release_committer(committer, timeout=10.0)
     assert reached
     assert counter.commits == 5
+
+
+def test_import_spool_does_not_import_agentex() -> None:
+    """``spool.agentex`` imports agentex; ``import spool`` must not (agentex is optional)."""
+    import subprocess
+    import sys
+
+    code = "import sys, spool, spool.processor; print('agentex' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

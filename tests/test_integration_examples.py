@@ -3,6 +3,7 @@ a user would run it) and its spans arrive; docs/integrating.md shows each exampl
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -25,6 +26,13 @@ SPANS = {
 }
 
 
+def agentex_installed() -> bool:
+    try:
+        return importlib.util.find_spec("agentex.lib") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def test_every_example_is_covered() -> None:
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(SPANS)
 
@@ -39,6 +47,8 @@ def test_example_ships_its_spans(
 
     assert done.returncode == 0, done.stderr
     assert f"traced {SPANS[example]} spans into {path}" in done.stdout
+    if example == "agentex_processor.py":  # make test runs it with agentex too (.venv312)
+        assert ("through agentex" in done.stdout) == agentex_installed()
     stored = span_server.spans()
     assert len(stored) == SPANS[example]
     assert all("end_timestamp" in item for item in stored.values())

@@ -90,7 +90,8 @@ def has_float(value: object) -> bool:
 @given(param=st.dictionaries(st.text(max_size=8), values, max_size=6))
 def test_the_json_is_what_the_standard_encoder_writes(param: dict[str, Any]) -> None:
     fast = mapping._dumps(param)
-    standard = mapping._dumps_standard(param)
+    # Integers beyond 64 bits are converted to text first (issue 12), on either path.
+    standard = mapping._dumps_standard(mapping._wide_ints(param, set()))
     if has_float(param):
         assert json.loads(fast) == json.loads(standard)
     else:
@@ -128,9 +129,9 @@ def test_what_orjson_refuses_takes_the_standard_path() -> None:
     for _ in range(300):
         nested = [nested]
     param["deep"] = nested
-    assert mapping._dumps(param) == mapping._dumps_standard(param)
+    assert mapping._dumps(param) == mapping._dumps_standard({**param, "big": str(1 << 70)})
     stored = json.loads(mapping._dumps(param))
-    assert stored["big"] == 1 << 70
+    assert stored["big"] == str(1 << 70)
     assert stored["1"] == "int key"
 
 
@@ -225,3 +226,92 @@ def test_scalars_of_every_kind_are_converted_alike() -> None:
         "tags": [1, 2],
         "pair": [1, "a"],
     }
+
+
+# ---- issue 12: keys with lone surrogates, integers beyond 64 bits -------------------------------
+
+
+def test_dict_keys_with_lone_surrogates_are_cleaned_like_values() -> None:
+    param = {"metadata": {"a\udc80b": "c\udc80d", "nested": [{"\ud800": 1}]}}
+    stored = json.loads(mapping._dumps(param))
+    assert stored == {"metadata": {"a?b": "c?d", "nested": [{"?": 1}]}}
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        (2**64, "18446744073709551616"),
+        (-(2**63) - 1, "-9223372036854775809"),
+        (2**64 - 1, 2**64 - 1),  # what orjson writes: a number
+        (-(2**63), -(2**63)),
+        (10**5000, "1" + "0" * 5000),  # beyond Python's int-to-text limit too
+    ],
+    ids=["2**64", "-2**63-1", "2**64-1", "-2**63", "10**5000"],
+)
+def test_integers_beyond_64_bits_are_converted_to_decimal_text(value: int, stored: object) -> None:
+    """JSON numbers beyond 64 bits are not portable (decoders refuse or round them): the
+    mapping converts them to their decimal digits, as it converts what JSON cannot hold."""
+    payload = mapping._dumps({"metadata": {"n": value, "list": [value]}})
+    assert json.loads(payload) == {"metadata": {"n": stored, "list": [stored]}}
+
+
+# ---- issue 12: spans without an id --------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class IdlessSpan:
+    """An agentex-style span whose ``id`` is not set."""
+
+    name: str
+    trace_id: str
+    start_time: datetime
+    id: str | None = None
+    parent_id: str | None = "root"
+    end_time: datetime | None = None
+    input: Any = None
+    output: Any = None
+    data: Any = None
+
+
+STARTED = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def idless_shapes() -> dict[str, tuple[object, object]]:
+    """Each shape as its start event and its end event would see it."""
+    text = STARTED.isoformat()
+    ended = (STARTED + timedelta(seconds=1)).isoformat()
+    base = {"name": "step", "trace_id": "t-1", "parent_id": "root", "start_timestamp": text}
+    later = STARTED + timedelta(seconds=1)
+    return {
+        "dict without id": (base, base | {"end_timestamp": ended, "output": {"x": 1}}),
+        "dict id None": (base | {"id": None}, base | {"id": None, "end_timestamp": ended}),
+        'dict id ""': (base | {"id": ""}, base | {"id": "", "end_timestamp": ended}),
+        "agentex id None": (
+            IdlessSpan("step", "t-1", STARTED),
+            IdlessSpan("step", "t-1", STARTED, end_time=later, output={"x": 1}),
+        ),
+    }
+
+
+@pytest.mark.parametrize("shape", sorted(idless_shapes()))
+def test_a_span_without_an_id_gets_the_same_id_at_start_and_end(shape: str) -> None:
+    start, end = idless_shapes()[shape]
+    start_id = mapping.encode_span(start, EventKind.START, 1 << 20)[0]
+    end_id = mapping.encode_span(end, EventKind.END, 1 << 20)[0]
+    assert start_id == end_id
+    assert uuid.UUID(start_id).version == 5
+
+
+def test_different_idless_spans_get_different_ids() -> None:
+    base = {"trace_id": "t-1", "start_timestamp": STARTED.isoformat()}
+    ids = {
+        mapping.encode_span(base | extra, EventKind.START, 1 << 20)[0]
+        for extra in (
+            {"name": "a"},
+            {"name": "b"},
+            {"name": "a", "parent_id": "p"},
+            {"name": "a", "trace_id": "t-2"},
+            {"name": "a", "start_timestamp": (STARTED + timedelta(microseconds=1)).isoformat()},
+        )
+    }
+    assert len(ids) == 5

@@ -185,41 +185,82 @@ def test_agentex_span_maps_like_agentex(producer: Producer) -> None:
 
 
 def test_agentex_error_marks_the_span_as_error(producer: Producer) -> None:
-    producer.end(AgentexSpan(data={"__error__": "ValueError: boom"}))
+    """agentex's set_span_error shape becomes the SDK's error fields, as agentex's processor
+    sends them (``error_category`` as given)."""
+    error = {"type": "ValueError", "message": "boom", "category": "application"}
+    producer.end(AgentexSpan(data={"__error__": error}))
     producer.shutdown()
     payload = only_payload(producer.config)
     assert payload["status"] == "ERROR"
     assert payload["type"] == "STANDALONE"
-    assert payload["metadata"] == {"__error__": "ValueError: boom"}
+    assert payload["metadata"] == {
+        "__error__": error,
+        "error": True,
+        "error_type": "ValueError",
+        "error_message": "boom",
+        "error_category": "application",
+    }
 
 
-@pytest.mark.parametrize("span_type", ["NOT_A_TYPE", "completion", 5, None, 1.5])
-def test_agentex_invalid_span_type_is_standalone(producer: Producer, span_type: object) -> None:
+@pytest.mark.parametrize("error", [None, "ValueError: boom", ["boom"]])
+def test_agentex_error_that_is_not_a_dict_is_success(producer: Producer, error: object) -> None:
+    """As agentex's processor: only a dict under ``__error__`` is an error."""
+    producer.end(AgentexSpan(data={"__error__": error}))
+    producer.shutdown()
+    payload = only_payload(producer.config)
+    assert payload["status"] == "SUCCESS"
+    assert payload["metadata"] == {"__error__": error}
+
+
+def test_agentex_empty_error_dict_is_an_error_with_what_is_known(producer: Producer) -> None:
+    """agentex's processor raises KeyError here and the span is lost; the spool sends it."""
+    producer.end(AgentexSpan(data={"__error__": {}}))
+    producer.shutdown()
+    payload = only_payload(producer.config)
+    assert payload["status"] == "ERROR"
+    assert payload["metadata"] == {
+        "__error__": {},
+        "error": True,
+        "error_type": None,
+        "error_message": None,
+        "error_category": "unknown",
+    }
+
+
+@pytest.mark.parametrize(
+    ("span_type", "sent"),
+    [("NOT_A_TYPE", "NOT_A_TYPE"), ("completion", "completion"), (5, "5"), (None, "None")],
+)
+def test_agentex_span_type_is_sent_as_agentex_sends_it(
+    producer: Producer, span_type: object, sent: str
+) -> None:
+    """agentex's processor sends ``str(data["__span_type__"])``; the endpoint judges it."""
     producer.end(AgentexSpan(data={"__span_type__": span_type}))
     producer.shutdown()
-    assert only_payload(producer.config)["type"] == "STANDALONE"
+    assert only_payload(producer.config)["type"] == sent
 
 
 @pytest.mark.parametrize("span_type", [["COMPLETION"], {"kind": "COMPLETION"}])
 def test_agentex_unhashable_span_type_does_not_raise(producer: Producer, span_type: object) -> None:
-    """BUG (spool/_mapping.py, _from_agentex): ``span_type in SPAN_TYPES`` raises TypeError
-    ("unhashable type") when ``data["__span_type__"]`` is a list or dict, and the TypeError
-    escapes the processor into the agent (``rows()`` only catches Refused)."""
+    """BUG (spool/_mapping.py, _from_agentex): ``span_type in SPAN_TYPES`` raised TypeError
+    ("unhashable type") when ``data["__span_type__"]`` was a list or dict, and the TypeError
+    escaped the processor into the agent (``rows()`` only caught Refused)."""
     producer.end(AgentexSpan(data={"__span_type__": span_type}))
     producer.shutdown()
-    assert only_payload(producer.config)["type"] == "STANDALONE"
+    assert only_payload(producer.config)["type"] == str(span_type)
 
 
 def test_agentex_naive_and_offset_datetimes(producer: Producer) -> None:
+    """As agentex sends them (``isoformat()``): a naive time stays naive; a list stays a list."""
     naive = datetime(2025, 1, 2, 3, 4, 5)  # noqa: DTZ001 - agents do pass naive datetimes
     plus_two = datetime(2025, 1, 2, 5, 4, 6, tzinfo=timezone(timedelta(hours=2)))
     producer.end(AgentexSpan(start_time=naive, end_time=plus_two, parent_id=None, data=[1, 2]))
     producer.shutdown()
     payload = only_payload(producer.config)
-    assert payload["start_timestamp"] == "2025-01-02T03:04:05+00:00"
+    assert payload["start_timestamp"] == "2025-01-02T03:04:05"
     assert payload["end_timestamp"] == "2025-01-02T05:04:06+02:00"
     assert "parent_id" not in payload
-    assert payload["metadata"] == {"value": [1, 2]}
+    assert payload["metadata"] == [1, 2]
 
 
 class SpoolingQueueManager(TraceQueueManager):
@@ -523,3 +564,49 @@ def test_a_broken_spool_never_raises_and_counts_drops(
     finally:
         release_committer(committer)
     assert counts == {"refused:missing_name": 1, f"dropped:{reason}": 8}
+
+
+class BrokenData:
+    """An agentex-like span whose ``data`` raises when read as a mapping."""
+
+    id = "span-broken"
+    name = "broken"
+    trace_id = "trace-1"
+    parent_id = None
+    start_time = T0
+    end_time = T1
+
+    @property
+    def data(self) -> Any:
+        raise RuntimeError("data cannot be read")
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+def test_the_agentex_processors_never_raise_for_a_broken_span(
+    spool_config: SpoolConfig, flavour: str
+) -> None:
+    """spool.agentex's processors work without agentex too (plain classes), and a span whose
+    attributes raise is counted, not raised into the agent."""
+    from spool.agentex import AsyncSpoolTracingProcessor, SyncSpoolTracingProcessor
+
+    good = AgentexSpan(data={"k": 1})
+    if flavour == "sync":
+        sync = SyncSpoolTracingProcessor(spool_config)
+        sync.on_span_end(BrokenData())
+        sync.on_span_end(good)
+        sync.shutdown()
+    else:
+
+        async def agent() -> None:
+            processor = AsyncSpoolTracingProcessor(spool_config)
+            await processor.on_span_end(BrokenData())
+            await processor.on_span_end(good)
+            await processor.shutdown()
+
+        asyncio.run(agent())
+    payload = only_payload(spool_config)
+    assert payload["id"] == "span-1"
+    assert payload["metadata"]["k"] == 1
+    assert payload["metadata"]["__source__"] == "agentex"
+    with Spool.open(spool_config) as spool:
+        assert spool.stats().refused == {"unserializable": 1}
