@@ -13,7 +13,17 @@ from typing import Annotated
 
 import typer
 
-from spool import EventRecord, EventState, NotASpoolError, Spool, SpoolConfig, file_sizes, ops
+from spool import (
+    EventRecord,
+    EventState,
+    NotASpoolError,
+    Spool,
+    SpoolConfig,
+    file_sizes,
+    open_readonly,
+    ops,
+    parse_size,
+)
 
 from ._errors import EXIT_USAGE, CommandError
 
@@ -26,6 +36,7 @@ __all__ = [
     "format_duration",
     "open_spool",
     "parse_duration",
+    "size_option",
     "spool_config",
 ]
 
@@ -77,6 +88,15 @@ def duration_option(value: str | float) -> float:
         raise typer.BadParameter(str(exc)) from None
 
 
+def size_option(value: str | int) -> int:
+    """:func:`spool.parse_size` for an option (``1MiB``, ``500MB``, bytes): a bad size is a
+    usage error."""
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 SpoolOption = Annotated[
     Path | None,
     typer.Option(
@@ -113,13 +133,14 @@ def spool_config(path: Path | None, busy_timeout: float | None = None) -> SpoolC
 
 
 @contextlib.contextmanager
-def open_spool(config: SpoolConfig) -> Iterator[Spool]:
+def open_spool(config: SpoolConfig, *, readonly: bool = False) -> Iterator[Spool]:
     """The existing spool at ``config.path``; :class:`spool.SpoolOpenError` when there is
-    none. An empty file is not a spool: opening it must not turn it into one."""
+    none. An empty file is not a spool: opening it must not turn it into one. ``readonly``:
+    for commands that only look (they then work on a read-only file system too)."""
     file_bytes, wal_bytes = file_sizes(config.path)
     if config.path.is_file() and file_bytes == 0 and wal_bytes == 0:
         raise NotASpoolError(config.path, "is an empty file, not a spool")
-    spool = Spool.open(config, create=False)
+    spool = open_readonly(config) if readonly else Spool.open(config, create=False)
     try:
         yield spool
     finally:

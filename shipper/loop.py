@@ -41,6 +41,7 @@ from spool import (
 from ._acks import AckWriter
 from .classify import ACKED, Action, Verdict, classify
 from .config import ShipperConfig
+from .metrics import ShipMetrics, error_meta
 from .results import DrainResult, Progress, StopReason
 from .upload import SGPUploader, Uploader, batch_body
 
@@ -137,6 +138,7 @@ class Shipper:
         self.shipped = 0
         self.dead_lettered = 0
         self.requests = 0
+        self.metrics = ShipMetrics()
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def __aenter__(self) -> Shipper:
@@ -267,6 +269,7 @@ class Shipper:
                 self.owner, self.spool_config.path, pending, leased,
             )  # fmt: skip
             while not self._stopping.is_set():
+                self.metrics.tick()
                 await self._housekeeping()
                 await self._unpaused.wait()
                 if not await self._acquire(slots):
@@ -370,6 +373,7 @@ class Shipper:
         if due is None or not pending or due <= self._clock():
             due = math.inf
         while not self._stopping.is_set():
+            self.metrics.tick()
             now = self._clock()
             housekeeping = min(self._next_prune, self._next_checkpoint)
             timeout = min(
@@ -398,6 +402,8 @@ class Shipper:
                     await asyncio.gather(*late, return_exceptions=True)
             # A batch cancelled while its ack was queued leaves the ack to be written.
             await self._acks.wait_idle()
+            with contextlib.suppress(SpoolError):  # a broken spool is reported elsewhere
+                await self._write_counts(self.metrics.take())
         finally:
             if self._unwatch is not None:
                 self._unwatch()
@@ -421,6 +427,17 @@ class Shipper:
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.config.checkpoint_interval
             await self.spool.checkpoint("PASSIVE")
+        await self._write_counts(self.metrics.due())
+
+    async def _write_counts(self, counts: dict[str, int]) -> None:
+        """Add the metrics' counts to the spool's counters (see shipper.metrics)."""
+        if not counts:
+            return
+        try:
+            await self.spool.run(ops.add_counters(counts))
+        except BaseException:
+            self.metrics.give_back(counts)
+            raise
 
     # ---- one batch ----------------------------------------------------------------------------
     async def _ship_batch(self, events: list[ClaimedEvent]) -> None:
@@ -506,6 +523,7 @@ class Shipper:
             verdict = ACKED
         except Exception as exc:
             verdict = self._redacted(classify(exc, self._clock()))
+        self.metrics.request(verdict.status)
         batch.verdicts.append(verdict)
         if verdict.action is not Action.ACK:
             log.info(
@@ -560,7 +578,8 @@ class Shipper:
                 )
             self._blocked = verdict
             self._unpaused.clear()
-            await self.spool.run(ops.set_meta({MetaKey.BLOCKED.value: verdict.describe()}))
+            facts = {MetaKey.BLOCKED.value: verdict.describe()}
+            await self.spool.run(ops.set_meta(facts | error_meta(verdict.describe(), now)))
             await self.spool.run(
                 ops.renew(batch.seqs, self.owner, now + wait + self.config.lease_seconds)
             )
@@ -570,6 +589,7 @@ class Shipper:
             batch.events = [e for e in batch.events if e not in expired]
             await self._dead_letter(expired, verdict, why="max_age exceeded after ")
         if batch.events:
+            self.metrics.retry()
             await self.spool.run(
                 ops.retry_later(
                     batch.seqs,
@@ -589,6 +609,7 @@ class Shipper:
     async def _ack(self, events: Sequence[ClaimedEvent]) -> None:
         await self._acks.ack([e.seq for e in events])
         self.shipped += len(events)
+        self.metrics.delivered(len(events))
         self._remaining = max(0, self._remaining - len(events))
         if self._progress is not None and time.monotonic() >= self._recount_at:
             # Superseded starts leave without being shipped: recount now and then.
@@ -610,6 +631,7 @@ class Shipper:
     ) -> None:
         reason = f"{why}{verdict.describe()}"
         await self.spool.run(ops.dead_letter({e.seq: reason for e in events}, self._clock()))
+        await self.spool.run(ops.set_meta(error_meta(reason, self._clock())))
         self.dead_lettered += len(events)
         self._remaining = max(0, self._remaining - len(events))
         for event in events:

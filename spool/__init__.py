@@ -17,6 +17,7 @@ from ._errors import (
     SpoolLockedError,
     SpoolOpenError,
 )
+from ._fill import limit_from_meta
 from ._mapping import Refused, encode_span, to_param
 from ._model import (
     ClaimedEvent,
@@ -28,14 +29,17 @@ from ._model import (
     SpoolStats,
 )
 from ._schema import SCHEMA_VERSION
-from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
+from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path, parse_size
 from .processor import SpoolProcessor, SyncSpoolProcessor
+from .readonly import Damage, DamageCheck, check_damage, open_readonly
 from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
 __all__ = [
     "SCHEMA_VERSION",
     "AsyncSpool",
     "ClaimedEvent",
+    "Damage",
+    "DamageCheck",
     "EventKind",
     "EventRecord",
     "EventState",
@@ -58,10 +62,14 @@ __all__ = [
     "SpoolStats",
     "SyncSpoolProcessor",
     "Synchronous",
+    "check_damage",
     "default_spool_path",
     "encode_span",
     "file_sizes",
+    "limit_from_meta",
+    "open_readonly",
     "ops",
+    "parse_size",
     "to_param",
     "watch_appends",
 ]

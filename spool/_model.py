@@ -41,6 +41,8 @@ class MetaKey(enum.StrEnum):
     LAST_ERROR_AT = "last_error_at"
     LAST_SUCCESS_AT = "last_success_at"
     """Unix time of the last batch the endpoint accepted."""
+    MAX_BYTES = "max_bytes"
+    """The size limit every process enforces (see :mod:`spool._fill`)."""
 
 
 class Outcome(enum.StrEnum):
