@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from shipper import DrainResult, ShipperConfig
     from shipper import Progress as ShipProgress
 
-__all__ = ["configure_logging", "drain", "drain_spool", "run"]
+__all__ = [
+    "check_base_url",
+    "configure_logging",
+    "drain",
+    "drain_spool",
+    "load_shipper_config",
+    "run",
+]
 
 log = logging.getLogger("spool_ship.cli")
 
@@ -71,7 +78,8 @@ LogFormatOption = Annotated[
 ]
 
 
-def _shipper_config(batch_size: int | None, concurrency: int | None) -> ShipperConfig:
+def load_shipper_config(batch_size: int | None, concurrency: int | None) -> ShipperConfig:
+    """The shipper's configuration from the environment and options; exit 2 if it is bad."""
     from shipper import ShipperConfig
 
     try:
@@ -132,7 +140,7 @@ def drain(
     from rich.console import Console
 
     config = spool_config(spool, busy_timeout)
-    shipper_config = _shipper_config(batch_size, concurrency)
+    shipper_config = load_shipper_config(batch_size, concurrency)
     console = Console(stderr=True)
     bar = console.is_terminal if progress is None else progress
     if not bar:
@@ -323,7 +331,7 @@ def run(
     from ._sidecar import heartbeat, log_left_behind, start_metrics_server
 
     config = spool_config(spool, busy_timeout)
-    shipper_config = _shipper_config(batch_size, concurrency)
+    shipper_config = load_shipper_config(batch_size, concurrency)
     addr = None
     if metrics_addr is not None:
         from ._serve import parse_addr
