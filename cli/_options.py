@@ -4,12 +4,13 @@ spool the way the CLI does: never creating one where there is none."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -31,6 +32,7 @@ __all__ = [
     "BusyTimeoutOption",
     "JsonOption",
     "SpoolOption",
+    "choice_option",
     "duration_option",
     "find_events",
     "format_duration",
@@ -86,6 +88,23 @@ def duration_option(value: str | float) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def choice_option(kind: type[E]) -> Callable[[str | E], E]:
+    """A parser for an option with a fixed set of values: a wrong one is a usage error that
+    names the choices (and nothing of the validation library beneath typer)."""
+    names = ", ".join(member.value for member in kind)
+
+    def parse(value: str | E) -> E:
+        try:
+            return kind(str(value).lower())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not one of: {names}") from None
+
+    return parse
 
 
 def size_option(value: str | int) -> int:

@@ -20,6 +20,7 @@ from ._options import (
     BusyTimeoutOption,
     JsonOption,
     SpoolOption,
+    choice_option,
     duration_option,
     find_events,
     format_duration,
@@ -80,6 +81,8 @@ def status(
         Format | None,
         typer.Option(
             "--format",
+            parser=choice_option(Format),
+            metavar="[table|json|prometheus]",
             help="table (default), json (same as --json), or prometheus (textfile collector).",
             show_default=False,
         ),
@@ -233,7 +236,12 @@ def stuck(
     ] = 3600.0,
     states: Annotated[
         list[StuckState] | None,
-        typer.Option("--state", help="Only these states (repeat the option). Default: all three."),
+        typer.Option(
+            "--state",
+            parser=choice_option(StuckState),
+            metavar="[dead|pending|leased]",
+            help="Only these states (repeat the option). Default: all three.",
+        ),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, metavar="N", help="At most N events.")
@@ -360,7 +368,12 @@ def export(
     spool: SpoolOption = None,
     states: Annotated[
         list[EventState] | None,
-        typer.Option("--state", help="Only these states (repeat the option). Default: all."),
+        typer.Option(
+            "--state",
+            parser=choice_option(EventState),
+            metavar="[pending|leased|done|dead]",
+            help="Only these states (repeat the option). Default: all.",
+        ),
     ] = None,
     output: OutputOption = None,
     busy_timeout: BusyTimeoutOption = None,

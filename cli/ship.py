@@ -24,7 +24,13 @@ from spool import SpoolConfig
 
 from ._errors import EXIT_FAILED, EXIT_USAGE, CommandError
 from ._logging import LogFormat, configure_logging
-from ._options import BusyTimeoutOption, SpoolOption, duration_option, spool_config
+from ._options import (
+    BusyTimeoutOption,
+    SpoolOption,
+    choice_option,
+    duration_option,
+    spool_config,
+)
 
 if TYPE_CHECKING:
     # The SDK (through shipper) and rich's progress bar load only when a command ships:
@@ -74,7 +80,12 @@ ConcurrencyOption = Annotated[
 
 LogFormatOption = Annotated[
     LogFormat,
-    typer.Option("--log-format", help="Log lines as text, or as one JSON object per line."),
+    typer.Option(
+        "--log-format",
+        parser=choice_option(LogFormat),
+        metavar="[text|json]",
+        help="Log lines as text, or as one JSON object per line.",
+    ),
 ]
 
 
