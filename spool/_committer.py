@@ -346,7 +346,9 @@ class GroupCommitter:
     ) -> list[Row]:
         """The rows that fit under ``max_bytes``, pruning done rows and applying the policy."""
         need = _estimate(batch.rows)
-        room = self._max_bytes - _used_bytes(conn)
+        used = _used_bytes(conn)
+        self._fill.check(used)
+        room = self._max_bytes - used
         if need > room:
             room += self._prune_done(conn, need - room)
         if need > room and self.config.full_policy is FullPolicy.DROP_OLDEST:

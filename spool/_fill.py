@@ -110,8 +110,9 @@ class FillWatch:
             self.check(int(conn.execute(USED_BYTES).fetchone()[0]), now)
         return self.limit
 
-    def check(self, used: int, now: float) -> None:
+    def check(self, used: int, now: float | None = None) -> None:
         """Warn when ``used`` is past a threshold not warned about within WARN_INTERVAL."""
+        now = self._clock() if now is None else now
         fill = used / self.limit
         for level in FILL_WARNINGS:
             if fill < level:
