@@ -49,36 +49,37 @@ def families(facts: Mapping[str, Any]) -> Iterator[Any]:
         "Span events the endpoint accepted.",
         value=facts["delivered"],
     )
-    requests = CounterMetricFamily(
-        "spool_ship_requests",
-        "Upload requests by HTTP status ('error': no response).",
-        labels=["code"],
-    )
-    for code, n in _seeded(facts["requests_by_code"], REQUEST_CODES).items():
-        requests.add_metric([code], n)
-    yield requests
     yield CounterMetricFamily(
         "spool_ship_retries",
         "Batches put back to wait for another attempt after a failed one.",
         value=facts["retries"],
     )
-    for name, key, help_text, seeds in (
+    for name, label, key, help_text, seeds in (
+        (
+            "spool_ship_requests",
+            "code",
+            "requests_by_code",
+            "Upload requests by HTTP status ('error': no response).",
+            REQUEST_CODES,
+        ),
         (
             "spool_ship_dropped",
+            "reason",
             "dropped_by_reason",
             "Valid span events that were not spooled (spool full or broken), by reason.",
             DROP_REASONS,
         ),
         (
             "spool_ship_refused",
+            "reason",
             "refused_by_reason",
             "Invalid span events that were not spooled, by reason.",
             REFUSE_REASONS,
         ),
     ):
-        family = CounterMetricFamily(name, help_text, labels=["reason"])
-        for reason, n in _seeded(facts[key], seeds).items():
-            family.add_metric([reason], n)
+        family = CounterMetricFamily(name, help_text, labels=[label])
+        for value, n in _seeded(facts[key], seeds).items():
+            family.add_metric([value], n)
         yield family
     yield CounterMetricFamily(
         "spool_ship_superseded",

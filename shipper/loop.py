@@ -403,7 +403,7 @@ class Shipper:
             # A batch cancelled while its ack was queued leaves the ack to be written.
             await self._acks.wait_idle()
             with contextlib.suppress(SpoolError):  # a broken spool is reported elsewhere
-                await self._write_counts(self.metrics.take())
+                await self.metrics.write(self.spool, self.metrics.take())
         finally:
             if self._unwatch is not None:
                 self._unwatch()
@@ -427,17 +427,7 @@ class Shipper:
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.config.checkpoint_interval
             await self.spool.checkpoint("PASSIVE")
-        await self._write_counts(self.metrics.due())
-
-    async def _write_counts(self, counts: dict[str, int]) -> None:
-        """Add the metrics' counts to the spool's counters (see shipper.metrics)."""
-        if not counts:
-            return
-        try:
-            await self.spool.run(ops.add_counters(counts))
-        except BaseException:
-            self.metrics.give_back(counts)
-            raise
+        await self.metrics.write(self.spool, self.metrics.due())
 
     # ---- one batch ----------------------------------------------------------------------------
     async def _ship_batch(self, events: list[ClaimedEvent]) -> None:

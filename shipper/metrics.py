@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from spool import MetaKey
+from spool import AsyncSpool, MetaKey, ops
 
 __all__ = [
     "COUNTER_DELIVERED",
@@ -101,3 +101,14 @@ class ShipMetrics:
         if self._clock() < self._next_write:
             return {}
         return self.take()
+
+    async def write(self, spool: AsyncSpool, counts: dict[str, int]) -> None:
+        """Add ``counts`` (from :meth:`take` or :meth:`due`) to the spool's counters; given
+        back when that fails, for the next try."""
+        if not counts:
+            return
+        try:
+            await spool.run(ops.add_counters(counts))
+        except BaseException:
+            self.give_back(counts)
+            raise
