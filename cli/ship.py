@@ -361,12 +361,22 @@ def run(
             raise CommandError(str(exc), EXIT_FAILED) from None
         server = None
         beat = None
+        shipping: asyncio.Task[None] | None = None
         try:
+            if addr is not None:
+                try:
+                    server = start_metrics_server(
+                        addr, shipper, lambda: shipping is not None and not shipping.done()
+                    )
+                except OSError as exc:
+                    raise CommandError(
+                        f"--metrics-addr {metrics_addr}: cannot listen there "
+                        f"({exc.strerror or exc})",
+                        EXIT_USAGE,
+                    ) from None
             stop = shipper.finish if drain_on_stop else shipper.stop
             stopping = _stop_on_signals(lambda: stop(stop_timeout), stop_timeout)
             shipping = asyncio.create_task(shipper.run())
-            if addr is not None:
-                server = start_metrics_server(addr, shipper, lambda: not shipping.done())
             if heartbeat_every > 0:
                 beat = asyncio.create_task(heartbeat(shipper, heartbeat_every))
             await shipping

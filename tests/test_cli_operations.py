@@ -433,3 +433,29 @@ def test_export_then_state_filter_parsing_is_case_insensitive(tmp_path: Path) ->
     result = cli("export", "--state", "PENDING", "--spool", path)
     assert result.exit_code == 0
     assert json.loads(result.stdout)["state"] == EventState.PENDING.value
+
+
+def test_a_metrics_address_in_use_is_one_clear_line(
+    tmp_path: Path, ship_env: dict[str, str]
+) -> None:
+    import socket
+
+    path = tmp_path / "spool.db"
+    Spool.open(path).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_program(
+            ["spool-ship", "run", "--spool", str(path), "--metrics-addr", f"127.0.0.1:{port}"],
+            ship_env,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"spool-ship: --metrics-addr 127.0.0.1:{port}: cannot listen there (Address already in use)"
+    )
+    bad = run_program(
+        ["spool-ship", "run", "--spool", str(path), "--metrics-addr", "9464"], ship_env
+    )
+    assert bad.returncode == 2
+    assert "is not HOST:PORT" in bad.stderr
