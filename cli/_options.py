@@ -23,7 +23,6 @@ from spool import (
     file_sizes,
     open_readonly,
     ops,
-    parse_size,
 )
 
 from ._errors import EXIT_USAGE, CommandError
@@ -38,7 +37,6 @@ __all__ = [
     "format_duration",
     "open_spool",
     "parse_duration",
-    "size_option",
     "spool_config",
 ]
 
@@ -105,15 +103,6 @@ def choice_option(kind: type[E]) -> Callable[[str | E], E]:
             raise typer.BadParameter(f"{value!r} is not one of: {names}") from None
 
     return parse
-
-
-def size_option(value: str | int) -> int:
-    """:func:`spool.parse_size` for an option (``1MiB``, ``500MB``, bytes): a bad size is a
-    usage error."""
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 SpoolOption = Annotated[
