@@ -13,7 +13,16 @@ from prometheus_client import CollectorRegistry
 
 from shipper import Shipper
 from shipper.metrics import COUNTER_DELIVERED, COUNTER_RETRIES, REQUESTS_PREFIX
-from spool import Damage, SpoolError, SpoolStats, check_damage, limit_from_meta, open_readonly, ops
+from spool import (
+    Damage,
+    MetaKey,
+    SpoolError,
+    SpoolStats,
+    check_damage,
+    limit_from_meta,
+    open_readonly,
+    ops,
+)
 
 from ._metrics import FactsCollector
 from ._render import status_dict
@@ -60,7 +69,7 @@ def heartbeat_line(
         f"requests_per_s={(requests - requests_before) / seconds if seconds > 0 else 0.0:.2f} "
         f"failed_requests={failed} retries={totals.get(COUNTER_RETRIES, 0)} "
         f"dropped={snapshot.dropped_total} fill_pct={100 * used / limit:.1f} "
-        f"blocked={'yes' if snapshot.meta.get('blocked_reason') else 'no'}"
+        f"credentials_refused={'yes' if snapshot.meta.get(MetaKey.BLOCKED.value) else 'no'}"
     )
 
 

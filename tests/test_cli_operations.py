@@ -132,7 +132,7 @@ def test_run_logs_heartbeats_as_json_with_fields(
     assert beat["logger"] == "spool_ship.cli"
     assert beat["pending"] == 0
     assert beat["fill_pct"] == pytest.approx(0.0, abs=1.0)
-    assert beat["blocked"] == "no"
+    assert beat["credentials_refused"] == "no"
     for other in run.lines:
         json.loads(other)  # every line is one JSON object
 
