@@ -49,6 +49,7 @@ def fill_until_dropped(path: Path, calls: int = 400) -> int:
     return refused
 
 
+@pytest.mark.slow
 def test_a_limit_set_by_the_sidecar_is_enforced_on_the_agent_that_configures_none(
     tmp_path: Path, span_server: FakeSpanServer, ship_env: dict[str, str]
 ) -> None:
