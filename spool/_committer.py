@@ -352,7 +352,15 @@ class GroupCommitter:
         if need > room:
             room += self._prune_done(conn, need - room)
         if need > room and self.config.full_policy is FullPolicy.DROP_OLDEST:
+            before = counts.get("dropped:evicted", 0)
             room += self._evict_pending(conn, need - room, counts)
+            if evicted := counts.get("dropped:evicted", 0) - before:
+                self._drops.dropped(
+                    "evicted",
+                    evicted,
+                    f"{self.config.path} is at its size limit ({self._max_bytes} bytes); the "
+                    "oldest pending events made room",
+                )
         if need <= room:
             results[:] = [True] * len(batch.calls)
             return batch.rows

@@ -172,3 +172,22 @@ def test_the_agent_logs_a_whole_drop_burst_with_its_count_by_the_time_it_closes(
     assert drops[0].startswith("spool: dropped 1 span event(s) (spool_full): ")
     assert drops[-1].endswith(f"; {refused} in this burst")
     assert any("full (" in r.getMessage() for r in caplog.records)  # the 80/95% warning
+
+
+def test_evictions_under_drop_oldest_are_logged_as_a_burst_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spool import FullPolicy
+
+    path = tmp_path / "spool.db"
+    config = SpoolConfig(path=path, max_bytes=64 * KIB, full_policy=FullPolicy.DROP_OLDEST)
+    with caplog.at_level(logging.WARNING, logger="spool"), Spool.open(config) as spool:
+        for i in range(400):
+            assert spool.append(span_events([f"s{i}"], EventKind.END))
+        evicted = spool.stats().dropped["evicted"]
+    assert evicted > 0
+    drops = [r.getMessage() for r in caplog.records if "(evicted)" in r.getMessage()]
+    assert drops[0].startswith("spool: dropped ")
+    assert "the oldest pending events made room" in drops[0]
+    counted = [re.search(r"dropped (\d+) ", m) for m in drops]
+    assert sum(int(m[1]) for m in counted if m is not None) == evicted
