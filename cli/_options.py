@@ -4,16 +4,26 @@ spool the way the CLI does: never creating one where there is none."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-from spool import EventRecord, EventState, NotASpoolError, Spool, SpoolConfig, file_sizes, ops
+from spool import (
+    EventRecord,
+    EventState,
+    NotASpoolError,
+    Spool,
+    SpoolConfig,
+    file_sizes,
+    open_readonly,
+    ops,
+)
 
 from ._errors import EXIT_USAGE, CommandError
 
@@ -21,6 +31,7 @@ __all__ = [
     "BusyTimeoutOption",
     "JsonOption",
     "SpoolOption",
+    "choice_option",
     "duration_option",
     "find_events",
     "format_duration",
@@ -77,6 +88,23 @@ def duration_option(value: str | float) -> float:
         raise typer.BadParameter(str(exc)) from None
 
 
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def choice_option(kind: type[E]) -> Callable[[str | E], E]:
+    """A parser for an option with a fixed set of values: a wrong one is a usage error that
+    names the choices (and nothing of the validation library beneath typer)."""
+    names = ", ".join(member.value for member in kind)
+
+    def parse(value: str | E) -> E:
+        try:
+            return kind(str(value).lower())
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not one of: {names}") from None
+
+    return parse
+
+
 SpoolOption = Annotated[
     Path | None,
     typer.Option(
@@ -113,13 +141,14 @@ def spool_config(path: Path | None, busy_timeout: float | None = None) -> SpoolC
 
 
 @contextlib.contextmanager
-def open_spool(config: SpoolConfig) -> Iterator[Spool]:
+def open_spool(config: SpoolConfig, *, readonly: bool = False) -> Iterator[Spool]:
     """The existing spool at ``config.path``; :class:`spool.SpoolOpenError` when there is
-    none. An empty file is not a spool: opening it must not turn it into one."""
+    none. An empty file is not a spool: opening it must not turn it into one. ``readonly``:
+    for commands that only look (they then work on a read-only file system too)."""
     file_bytes, wal_bytes = file_sizes(config.path)
     if config.path.is_file() and file_bytes == 0 and wal_bytes == 0:
         raise NotASpoolError(config.path, "is an empty file, not a spool")
-    spool = Spool.open(config, create=False)
+    spool = open_readonly(config) if readonly else Spool.open(config, create=False)
     try:
         yield spool
     finally:

@@ -6,26 +6,47 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spool import EventRecord, MetaKey, SpoolStats
+from spool import DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
 
 __all__ = [
+    "clean",
     "decode_payload",
+    "export_line",
     "human_age",
     "human_bytes",
     "human_time",
     "pairs",
-    "prometheus_text",
     "record_dict",
     "status_dict",
     "when",
     "write_atomic",
 ]
+
+
+# C0 and C1 controls, DEL, and the bidirectional overrides: a span id, a name or an endpoint's
+# answer that holds them could move the cursor, recolour or rewrite the operator's terminal.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: object) -> str:
+    """``text`` safe for a terminal: control characters shown as escapes, never obeyed.
+
+    >>> clean("span\x1b[2Jid")
+    'span\\x1b[2Jid'
+    """
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def human_bytes(n: int) -> str:
@@ -53,9 +74,10 @@ def human_age(seconds: float) -> str:
 
 
 def pairs(rows: Sequence[tuple[str, str]]) -> str:
-    """Aligned ``name  value`` lines: plain text, so span data is never read as markup."""
+    """Aligned ``name  value`` lines: plain text, so span data is never read as markup, and
+    :func:`clean`, so it is never obeyed as a terminal control sequence either."""
     width = max((len(name) for name, _ in rows), default=0)
-    return "".join(f"{name:<{width}}  {value}\n" for name, value in rows)
+    return "".join(f"{name:<{width}}  {clean(value)}\n" for name, value in rows)
 
 
 def human_time(ts: float) -> str:
@@ -81,9 +103,20 @@ def _meta_time(value: str | None) -> float | None:
         return None
 
 
-def status_dict(stats: SpoolStats, path: Path, now: float) -> dict[str, Any]:
-    """``status --json``: the documented integer keys first, then the details."""
+def status_dict(
+    stats: SpoolStats,
+    path: Path,
+    now: float,
+    counters: Mapping[str, int] | None = None,
+    used_bytes: int | None = None,
+    check: DamageCheck | None = None,
+) -> dict[str, Any]:
+    """``status --json``: the documented integer keys first, then the details. ``counters``
+    (every counter in the spool) adds the shipper's deliveries, requests and retries;
+    ``used_bytes`` the fill against the limit; ``check`` the damage check's verdict."""
     meta = stats.meta
+    counters = counters or {}
+    max_bytes = limit_from_meta(meta)
     last_success_at = _meta_time(meta.get(MetaKey.LAST_SUCCESS_AT.value))
     oldest = stats.oldest_pending_at
     return {
@@ -101,6 +134,17 @@ def status_dict(stats: SpoolStats, path: Path, now: float) -> dict[str, Any]:
         "file_bytes": stats.file_bytes,
         "wal_bytes": stats.wal_bytes,
         "total_bytes": stats.file_bytes + stats.wal_bytes,
+        "used_bytes": used_bytes,
+        "max_bytes": max_bytes,
+        "fill": None if used_bytes is None else round(used_bytes / max_bytes, 4),
+        "delivered": counters.get("delivered", 0),
+        "requests_by_code": {
+            k.removeprefix("requests:"): v
+            for k, v in sorted(counters.items())
+            if k.startswith("requests:")
+        },
+        "retries": counters.get("retries", 0),
+        "integrity": None if check is None else check.verdict.value,
         "last_error": meta.get(MetaKey.LAST_ERROR.value),
         "last_error_at": _meta_time(meta.get(MetaKey.LAST_ERROR_AT.value)),
         "blocked": MetaKey.BLOCKED.value in meta,
@@ -144,93 +188,20 @@ def record_dict(record: EventRecord, *, payload: bool = False) -> dict[str, Any]
     return out
 
 
-# ---- Prometheus text exposition (node_exporter's textfile collector) ------------------------
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def prometheus_text(status: Mapping[str, Any]) -> str:
-    """``status`` (from :func:`status_dict`) as metrics. Families without samples are left
-    out; timestamps of things that never happened too."""
-    families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
-        (
-            "spool_ship_events",
-            "gauge",
-            "Span events in the spool, by state.",
-            [({"state": s}, status[s]) for s in ("pending", "leased", "done", "dead")],
-        ),
-        (
-            "spool_ship_superseded_total",
-            "counter",
-            "Start events not sent because their span's end carries the whole span.",
-            [({}, status["superseded"])],
-        ),
-        (
-            "spool_ship_dropped_total",
-            "counter",
-            "Valid span events that were not spooled (spool full or broken), by reason.",
-            [({"reason": r}, n) for r, n in status["dropped_by_reason"].items()],
-        ),
-        (
-            "spool_ship_refused_total",
-            "counter",
-            "Invalid span events that were not spooled, by reason.",
-            [({"reason": r}, n) for r, n in status["refused_by_reason"].items()],
-        ),
-        (
-            "spool_ship_oldest_pending_age_seconds",
-            "gauge",
-            "Age of the oldest pending or leased event; 0 when there is none.",
-            [({}, status["oldest_pending_age_s"] or 0)],
-        ),
-        (
-            "spool_ship_size_bytes",
-            "gauge",
-            "Bytes on disk: the spool file and its write-ahead log.",
-            [({"file": "db"}, status["file_bytes"]), ({"file": "wal"}, status["wal_bytes"])],
-        ),
-        (
-            "spool_ship_blocked",
-            "gauge",
-            "1 while shipping is paused because the endpoint refused the credentials.",
-            [({}, 1 if status["blocked"] else 0)],
-        ),
-        (
-            "spool_ship_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the last batch the endpoint accepted.",
-            [({}, status["last_success_at"])] if status["last_success_at"] is not None else [],
-        ),
-        (
-            "spool_ship_last_error_timestamp_seconds",
-            "gauge",
-            "Unix time of the last shipping error.",
-            [({}, status["last_error_at"])] if status["last_error_at"] is not None else [],
-        ),
-        (
-            "spool_ship_info",
-            "gauge",
-            "The spool these metrics describe.",
-            [({"path": status["path"]}, 1)],
-        ),
-    ]
-    lines = []
-    for name, kind, help_text, samples in families:
-        if not samples:
-            continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for labels, value in samples:
-            rendered = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            lines.append(
-                f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
-            )
-    return "\n".join(lines) + "\n"
+def export_line(record: EventRecord) -> str:
+    """One ``export`` line. The payload is written as the very bytes the spool holds (a JSON
+    object, embedded as it is, last), so ``import`` can bring it back byte for byte."""
+    head = json.dumps(record_dict(record), ensure_ascii=False)
+    raw = record.payload
+    if b"\n" not in raw and b"\r" not in raw:
+        try:
+            text = raw.decode("utf-8")
+            if isinstance(json.loads(text), dict):
+                return f'{head[:-1]}, "payload": {text}}}\n'
+        except ValueError:
+            pass
+    body = json.dumps(decode_payload(raw), ensure_ascii=False)
+    return f'{head[:-1]}, "payload": {body}}}\n'
 
 
 # ---- files ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The ``spool-ship`` command line: a typer app whose commands parse, call the spool, render.
 
 Inspection (``status``, ``stuck``, ``show``, ``export``) lives in :mod:`cli.inspect`,
-maintenance (``retry``, ``purge``, ``doctor``) in :mod:`cli.maintain`. Shipping commands
+``config`` in :mod:`cli.settings`, maintenance (``retry``, ``purge``, ``doctor``) in
+:mod:`cli.maintain`, ``import`` in :mod:`cli.importer`. Shipping commands
 (``drain``, ``run``, ``demo``) are registered here too, from their own module.
 """
 
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from . import demo, inspect, maintain, ship
+from . import demo, importer, inspect, maintain, settings, ship
 from ._errors import SpoolShipGroup
 
 __all__ = ["app", "main"]
@@ -64,11 +65,13 @@ app.command("status")(inspect.status)
 app.command("stuck")(inspect.stuck)
 app.command("show")(inspect.show)
 app.command("export")(inspect.export)
+app.command("config")(settings.config)
 
 # Maintenance.
 app.command("retry")(maintain.retry)
 app.command("purge")(maintain.purge)
 app.command("doctor")(maintain.doctor)
+app.command("import")(importer.import_)
 
 
 def main() -> None:

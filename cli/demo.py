@@ -15,17 +15,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from shipper import ShipperConfig
-from shipper.testing import FakeSpanServer
 from spool import EventState, Spool, SpoolConfig
 
 from .inspect import status
 from .ship import drain_spool
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["demo"]
 
@@ -42,6 +42,12 @@ def demo(
     ] = 20_000,
 ) -> None:
     """Watch spool-ship survive an agent crash and a flaky endpoint, on a local spool."""
+    # Here, not at the top: the SDK loads only for commands that ship.
+    from rich.console import Console
+
+    from shipper import ShipperConfig
+    from shipper.testing import FakeSpanServer
+
     console = Console(stderr=True, highlight=False)
     path = spool or Path(tempfile.mkdtemp(prefix="spool-ship-demo-")) / "spool.db"
     if path.exists():

@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 import typer
 
-from spool import EventRecord, EventState, ops
+from spool import Damage, EventRecord, EventState, check_damage, ops
 
 from ._errors import CommandError
 from ._options import (
     BusyTimeoutOption,
     JsonOption,
     SpoolOption,
+    choice_option,
     duration_option,
     find_events,
     format_duration,
@@ -27,11 +28,12 @@ from ._options import (
     spool_config,
 )
 from ._render import (
+    clean,
     decode_payload,
+    export_line,
     human_age,
     human_bytes,
     pairs,
-    prometheus_text,
     record_dict,
     status_dict,
     when,
@@ -79,26 +81,48 @@ def status(
         Format | None,
         typer.Option(
             "--format",
+            parser=choice_option(Format),
+            metavar="[table|json|prometheus]",
             help="table (default), json (same as --json), or prometheus (textfile collector).",
             show_default=False,
         ),
     ] = None,
     output: OutputOption = None,
+    check_budget: Annotated[
+        float,
+        typer.Option(
+            "--check-budget",
+            metavar="DURATION",
+            parser=duration_option,
+            help="Time for the damage check (PRAGMA quick_check); a larger spool is reported "
+            "'unchecked' rather than slowing the probe down. 0 skips it.",
+            show_default="2s",
+        ),
+    ] = 2.0,
     busy_timeout: BusyTimeoutOption = None,
 ) -> None:
-    """Counts by state, oldest pending, size, last error, blocked reason."""
+    """Counts by state, oldest pending, size and limit, last error, blocked reason. Exits 3
+    when the spool is damaged."""
     if as_json and output_format not in (None, Format.JSON):
         raise typer.BadParameter(
-            "--json and --format {output_format} disagree", param_hint="--json"
+            f"--json and --format {output_format.value} disagree: use one of them",
+            param_hint="--json",
         )
     chosen = Format.JSON if as_json else (output_format or Format.TABLE)
     config = spool_config(spool, busy_timeout)
-    with open_spool(config) as opened:
-        stats = opened.stats()
-    facts = status_dict(stats, config.path, time.time())
+    with open_spool(config, readonly=True) as opened:
+        check = check_damage(opened, check_budget) if check_budget > 0 else None
+        if check is not None and check.verdict is Damage.DAMAGED:
+            raise check.error(config.path)
+        snapshot, counters, used = opened.run(ops.status_report(), write=False)
+    facts = status_dict(
+        opened.with_sizes(snapshot), config.path, time.time(), counters, used, check
+    )
     if chosen is Format.JSON:
         text = json.dumps(facts, indent=2) + "\n"
     elif chosen is Format.PROMETHEUS:
+        from ._metrics import prometheus_text  # prometheus_client only when it is asked for
+
         text = prometheus_text(facts)
     else:
         text = ""
@@ -121,6 +145,8 @@ def _print_status(facts: dict[str, Any]) -> None:
             f"{human_bytes(facts['total_bytes'])} (file {human_bytes(facts['file_bytes'])}, "
             f"WAL {human_bytes(facts['wal_bytes'])})",
         ),
+        ("limit", _limit_text(facts)),
+        ("integrity", _integrity_text(facts)),
     ]
     rows += [(state, str(facts[state])) for state in ("pending", "leased", "done", "dead")]
     rows += [
@@ -140,10 +166,31 @@ def _print_status(facts: dict[str, Any]) -> None:
     sys.stdout.write(pairs(rows))
 
 
+def _limit_text(facts: dict[str, Any]) -> str:
+    limit = f"{human_bytes(facts['max_bytes'])}"
+    if facts["used_bytes"] is None:
+        return limit
+    return f"{limit}, {100 * facts['fill']:.1f}% full ({human_bytes(facts['used_bytes'])} used)"
+
+
+def _integrity_text(facts: dict[str, Any]) -> str:
+    return {
+        None: "not checked",
+        Damage.OK.value: "ok (quick check)",
+        Damage.UNCHECKED.value: "not fully checked within --check-budget; run "
+        "'spool-ship doctor' for a full check",
+    }[facts["integrity"]]
+
+
 def _by_reason(total: int, by_reason: dict[str, int]) -> str:
     if not total:
         return "0"
     return f"{total} (" + ", ".join(f"{r}: {n}" for r, n in by_reason.items()) + ")"
+
+
+def _clean_lines(text: str) -> str:
+    """:func:`clean` for text of several lines, keeping its line breaks."""
+    return "\n".join(clean(line) for line in text.split("\n"))
 
 
 # ---- stuck ---------------------------------------------------------------------------------
@@ -189,7 +236,12 @@ def stuck(
     ] = 3600.0,
     states: Annotated[
         list[StuckState] | None,
-        typer.Option("--state", help="Only these states (repeat the option). Default: all three."),
+        typer.Option(
+            "--state",
+            parser=choice_option(StuckState),
+            metavar="[dead|pending|leased]",
+            help="Only these states (repeat the option). Default: all three.",
+        ),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", min=1, metavar="N", help="At most N events.")
@@ -200,7 +252,7 @@ def stuck(
     config = spool_config(spool, busy_timeout)
     now = time.time()
     pending_before = now - older_than
-    with open_spool(config) as opened:
+    with open_spool(config, readonly=True) as opened:
         if not states:
             records = opened.run(
                 ops.stuck(min_attempts, pending_before, now, limit + 1), write=False
@@ -246,10 +298,10 @@ def _print_stuck(found: list[tuple[EventRecord, list[str]]], now: float, older_t
     for record, why in found:
         sys.stdout.write(
             f"seq {record.seq}: {record.state.value} {record.kind.value} of span "
-            f"{record.span_id} (trace {record.trace_id}), {record.attempts} attempt(s), "
-            f"enqueued {human_age(now - record.enqueued_at)} ago\n"
+            f"{clean(record.span_id)} (trace {clean(record.trace_id)}), {record.attempts} "
+            f"attempt(s), enqueued {human_age(now - record.enqueued_at)} ago\n"
             f"  why         {_why_text(record, why, now, older_than)}\n"
-            f"  last error  {record.last_error or '-'}\n"
+            f"  last error  {clean(record.last_error or '-')}\n"
         )
 
 
@@ -264,20 +316,21 @@ def show(
 ) -> None:
     """One event in full (by seq or span id), payload included."""
     config = spool_config(spool, busy_timeout)
-    with open_spool(config) as opened:
+    with open_spool(config, readonly=True) as opened:
         records = find_events(opened, ident)
     if not records:
         raise CommandError(f"{config.path}: no event with seq or span id {ident!r}")
     if as_json:
         rows = [record_dict(r, payload=True) for r in records]
-        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        # ASCII: escapes for everything else, so span data cannot reach a terminal raw.
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     now = time.time()
     for i, record in enumerate(records):
         payload = decode_payload(record.payload)
         text = payload if isinstance(payload, str) else json.dumps(payload, indent=2)
         sys.stdout.write(("\n" if i else "") + pairs(_record_rows(record, now)))
-        sys.stdout.write(f"payload:\n{text}\n")
+        sys.stdout.write(f"payload:\n{_clean_lines(text)}\n")
 
 
 def _record_rows(record: EventRecord, now: float) -> list[tuple[str, str]]:
@@ -315,7 +368,12 @@ def export(
     spool: SpoolOption = None,
     states: Annotated[
         list[EventState] | None,
-        typer.Option("--state", help="Only these states (repeat the option). Default: all."),
+        typer.Option(
+            "--state",
+            parser=choice_option(EventState),
+            metavar="[pending|leased|done|dead]",
+            help="Only these states (repeat the option). Default: all.",
+        ),
     ] = None,
     output: OutputOption = None,
     busy_timeout: BusyTimeoutOption = None,
@@ -329,9 +387,9 @@ def export(
         nonlocal count
         for record in records:
             count += 1
-            yield json.dumps(record_dict(record, payload=True), ensure_ascii=False) + "\n"
+            yield export_line(record)
 
-    with open_spool(config) as opened:
+    with open_spool(config, readonly=True) as opened:
         if output is None:
             write = sys.stdout.write
             for line in lines(opened.export(wanted)):

@@ -12,37 +12,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 
-from shipper import DrainResult, Shipper, ShipperConfig, ShipperConfigError
-from shipper import Progress as ShipProgress
 from spool import SpoolConfig
 
 from ._errors import EXIT_FAILED, EXIT_USAGE, CommandError
-from ._options import BusyTimeoutOption, SpoolOption, duration_option, spool_config
+from ._logging import LogFormat, configure_logging
+from ._options import (
+    BusyTimeoutOption,
+    SpoolOption,
+    choice_option,
+    duration_option,
+    spool_config,
+)
 
-__all__ = ["configure_logging", "drain", "drain_spool", "run"]
+if TYPE_CHECKING:
+    # The SDK (through shipper) and rich's progress bar load only when a command ships:
+    # ``status`` and the other inspection commands stay quick to start.
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from shipper import DrainResult, ShipperConfig
+    from shipper import Progress as ShipProgress
+
+__all__ = [
+    "check_base_url",
+    "configure_logging",
+    "drain",
+    "drain_spool",
+    "load_shipper_config",
+    "run",
+]
 
 log = logging.getLogger("spool_ship.cli")
 
-# How often a drain without a terminal logs its progress, and a sidecar its counts.
+# How often a drain without a terminal logs its progress, and a sidecar its heartbeat.
 PLAIN_PROGRESS_EVERY = 5.0
-RUN_SUMMARY_EVERY = 60.0
+HEARTBEAT_EVERY = 60.0
 # What a drain interrupted by SIGTERM/SIGINT gives in-flight requests before handing them back.
 DRAIN_STOP_TIMEOUT = 3.0
 
@@ -70,23 +82,48 @@ ConcurrencyOption = Annotated[
 ]
 
 
-def configure_logging(verbose: bool = False) -> None:
-    """One greppable line per event on stderr: time, level, source, ``key=value`` counts."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("httpx", "httpcore", "aiosqlite", "scale_gp_beta"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        parser=choice_option(LogFormat),
+        metavar="[text|json]",
+        help="Log lines as text, or as one JSON object per line.",
+    ),
+]
 
 
-def _shipper_config(batch_size: int | None, concurrency: int | None) -> ShipperConfig:
+def load_shipper_config(batch_size: int | None, concurrency: int | None) -> ShipperConfig:
+    """The shipper's configuration from the environment and options; exit 2 if it is bad."""
+    from shipper import ShipperConfig
+
     try:
-        return ShipperConfig.from_env(batch_size=batch_size, concurrency=concurrency)
+        config = ShipperConfig.from_env(batch_size=batch_size, concurrency=concurrency)
     except (ValueError, TypeError) as exc:
         raise CommandError(f"configuration: {exc}", EXIT_USAGE) from None
+    if config.base_url is not None:
+        check_base_url(config.base_url)
+    return config
+
+
+def check_base_url(url: str) -> None:
+    """A configuration error (exit 2) for a base URL that no request could go to: retrying it
+    as a connection error would only hide the typo."""
+    from shipper.config import ENV_BASE_URL
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise CommandError(
+            f"configuration: {ENV_BASE_URL}={url!r} is not a URL ({exc})", EXIT_USAGE
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(
+            f"configuration: {ENV_BASE_URL}={url!r} is not an http(s) URL with a host, "
+            "e.g. https://api.egp.scale.com",
+            EXIT_USAGE,
+        )
 
 
 def drain(
@@ -112,14 +149,17 @@ def drain(
             help="Without a bar: how often to log a progress line (0: after every batch).",
         ),
     ] = PLAIN_PROGRESS_EVERY,
+    log_format: LogFormatOption = LogFormat.TEXT,
 ) -> None:
     """Ship until nothing is pending, then exit: 0 all delivered, 2 some dead, 1 pending left."""
+    from rich.console import Console
+
     config = spool_config(spool, busy_timeout)
-    shipper_config = _shipper_config(batch_size, concurrency)
+    shipper_config = load_shipper_config(batch_size, concurrency)
     console = Console(stderr=True)
     bar = console.is_terminal if progress is None else progress
     if not bar:
-        configure_logging()
+        configure_logging(log_format=log_format)
     result = drain_spool(
         config, shipper_config, timeout, console if bar else None, progress_every=progress_every
     )
@@ -139,6 +179,7 @@ def drain_spool(
     """Drain ``config.path`` (an existing spool) with a progress bar on ``console``, or with
     a log line every ``progress_every`` seconds when it is None. SIGTERM or SIGINT stops it
     gracefully (the result says ``stopped``)."""
+    from shipper import Shipper, ShipperConfigError
 
     async def go() -> DrainResult:
         shipper = Shipper(config, shipper_config, create=False)
@@ -191,6 +232,14 @@ def _stop_on_signals(
 
 
 def _progress_bar(console: Console) -> _BarContext:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     bar = Progress(
         TextColumn("[bold]shipping[/]"),
         BarColumn(),
@@ -269,12 +318,44 @@ def run(
             "stop: for a spool that does not outlive the container (an emptyDir).",
         ),
     ] = False,
+    metrics_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-addr",
+            metavar="HOST:PORT",
+            help="Also serve /metrics (Prometheus), /healthz and /readyz on HOST:PORT.",
+            show_default=False,
+        ),
+    ] = None,
+    heartbeat_every: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat-every",
+            metavar="DURATION",
+            parser=duration_option,
+            help="Log a heartbeat (counts, rates, fill) this often; 0 turns it off.",
+            show_default="1m",
+        ),
+    ] = HEARTBEAT_EVERY,
+    log_format: LogFormatOption = LogFormat.TEXT,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every batch.")] = False,
 ) -> None:
     """Ship forever (sidecar or daemon); SIGTERM or SIGINT stops it gracefully."""
+    from shipper import Shipper, ShipperConfigError
+
+    from ._sidecar import heartbeat, log_left_behind, start_metrics_server
+
     config = spool_config(spool, busy_timeout)
-    shipper_config = _shipper_config(batch_size, concurrency)
-    configure_logging(verbose)
+    shipper_config = load_shipper_config(batch_size, concurrency)
+    addr = None
+    if metrics_addr is not None:
+        from ._serve import parse_addr
+
+        try:
+            addr = parse_addr(metrics_addr)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--metrics-addr") from None
+    configure_logging(verbose, log_format)
 
     async def go() -> None:
         shipper = Shipper(config, shipper_config, create=create)
@@ -282,13 +363,35 @@ def run(
             await shipper.open()
         except ShipperConfigError as exc:
             raise CommandError(str(exc), EXIT_FAILED) from None
-        stop = shipper.finish if drain_on_stop else shipper.stop
-        stopping = _stop_on_signals(lambda: stop(stop_timeout), stop_timeout)
+        server = None
+        beat = None
+        shipping: asyncio.Task[None] | None = None
         try:
-            await shipper.run(_log_progress(RUN_SUMMARY_EVERY))
+            if addr is not None:
+                try:
+                    server = start_metrics_server(
+                        addr, shipper, lambda: shipping is not None and not shipping.done()
+                    )
+                except OSError as exc:
+                    raise CommandError(
+                        f"--metrics-addr {metrics_addr}: cannot listen there "
+                        f"({exc.strerror or exc})",
+                        EXIT_USAGE,
+                    ) from None
+            stop = shipper.finish if drain_on_stop else shipper.stop
+            stopping = _stop_on_signals(lambda: stop(stop_timeout), stop_timeout)
+            shipping = asyncio.create_task(shipper.run())
+            if heartbeat_every > 0:
+                beat = asyncio.create_task(heartbeat(shipper, heartbeat_every))
+            await shipping
             if stopping:
                 await stopping[0]
+            await log_left_behind(shipper)
         finally:
+            if beat is not None:
+                beat.cancel()
             await shipper.aclose()
+            if server is not None:
+                server.close()
 
     asyncio.run(go())

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from .classify import Action, Verdict
 from .concurrency import Signal
+from .metrics import ShipMetrics
 from .results import Progress, StopReason
 
 __all__ = ["ConcurrencyControl", "RunState", "wait_for_event"]
@@ -57,6 +58,8 @@ class RunState:
     dead_lettered: int = 0
     requests: int = 0
     remaining: int = 0
+    metrics: ShipMetrics = field(default_factory=ShipMetrics)
+    """Deliveries, requests by answer and retries, for the spool's counters and ``/metrics``."""
 
     def request_stop(self, reason: StopReason, verdict: Verdict | str | None = None) -> None:
         """End the run; the first reason given is the one reported."""

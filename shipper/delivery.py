@@ -45,6 +45,7 @@ from ._run import ConcurrencyControl, RunState
 from .classify import ACKED, Action, Verdict, classify
 from .concurrency import Signal
 from .config import ShipperConfig
+from .metrics import error_meta
 from .results import Progress
 from .retry import SERVER_ERRORS_BEFORE_SPLIT, RetryPolicy, Tried
 from .upload import Uploader, batch_body
@@ -219,6 +220,7 @@ class Delivery:
             verdict = self._redacted(classify(exc, self.clock()))
         rtt = time.perf_counter() - started
         self.controller.record(rtt, signal_of(verdict))
+        state.metrics.request(verdict.status)
         batch.verdicts.append(verdict)
         if verdict.action is not Action.ACK:
             log.info(
@@ -248,7 +250,8 @@ class Delivery:
                 )
             state.blocked = verdict
             state.unpaused.clear()
-            await self.spool.run(ops.set_meta({MetaKey.BLOCKED.value: verdict.describe()}))
+            facts = {MetaKey.BLOCKED.value: verdict.describe()}
+            await self.spool.run(ops.set_meta(facts | error_meta(verdict.describe(), now)))
             await self.spool.run(
                 ops.renew(batch.seqs, self.owner, now + wait + self.config.lease_seconds)
             )
@@ -263,6 +266,7 @@ class Delivery:
             await self._dead_letter(expired, verdict, why="max_age exceeded after ")
         batch.waited += wait
         if batch.events:
+            state.metrics.retry()
             await self.spool.run(
                 ops.retry_later(
                     batch.seqs,
@@ -284,6 +288,7 @@ class Delivery:
         state = self.state
         await self.acks.ack([e.seq for e in events])
         state.shipped += len(events)
+        state.metrics.delivered(len(events))
         state.remaining = max(0, state.remaining - len(events))
         if state.progress is not None and time.monotonic() >= self._recount_at:
             # Superseded starts leave without being shipped: recount now and then.
@@ -304,7 +309,9 @@ class Delivery:
     ) -> None:
         reason = f"{why}{verdict.describe()}"
         reasons = {e.seq: reason for e in events}
-        moved = await self.spool.run(ops.dead_letter(reasons, self.clock(), owner=self.owner))
+        now = self.clock()
+        moved = await self.spool.run(ops.dead_letter(reasons, now, owner=self.owner))
+        await self.spool.run(ops.set_meta(error_meta(reason, now)))
         self.state.dead_lettered += moved
         self.state.remaining = max(0, self.state.remaining - moved)
         for event in events:

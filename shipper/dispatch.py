@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from spool import AsyncSpool, ClaimedEvent, SpoolConfig, ops, watch_appends
+from spool import AsyncSpool, ClaimedEvent, SpoolConfig, SpoolError, ops, watch_appends
 
 from ._acks import AckWriter
 from ._run import RunState, wait_for_event
@@ -107,6 +107,7 @@ class Dispatcher:
         renewing = asyncio.create_task(self._renew_leases())
         try:
             while not state.stopping.is_set():
+                state.metrics.tick()
                 await self._housekeeping()
                 await state.unpaused.wait()
                 free = await self._free_slots()
@@ -222,6 +223,7 @@ class Dispatcher:
         if due is None or not pending or due <= self.clock():
             due = math.inf
         while not state.stopping.is_set():
+            state.metrics.tick()
             now = self.clock()
             housekeeping = min(self._next_prune, self._next_checkpoint)
             timeout = min(
@@ -243,6 +245,9 @@ class Dispatcher:
                 await asyncio.gather(*late, return_exceptions=True)
         # A batch cancelled while its ack was queued leaves the ack to be written.
         await self.acks.wait_idle()
+        metrics = self.state.metrics
+        with contextlib.suppress(SpoolError):  # a broken spool is reported elsewhere
+            await metrics.write(self.spool, metrics.take())
 
     # ---- leases -------------------------------------------------------------------------
     async def _renew_leases(self) -> None:
@@ -289,6 +294,8 @@ class Dispatcher:
         if now >= self._next_checkpoint:
             self._next_checkpoint = now + self.config.checkpoint_interval
             await self.spool.checkpoint("PASSIVE")
+        metrics = self.state.metrics
+        await metrics.write(self.spool, metrics.due())
 
 
 def _body_length(events: list[ClaimedEvent]) -> int:

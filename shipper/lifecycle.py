@@ -37,6 +37,7 @@ from .concurrency import AdaptiveConcurrency
 from .config import ShipperConfig
 from .delivery import Delivery
 from .dispatch import Dispatcher, Slots
+from .metrics import ShipMetrics
 from .results import DrainResult, Progress, StopReason
 from .retry import RetryPolicy
 from .upload import SGPUploader, Uploader
@@ -106,6 +107,11 @@ class Shipper:
     @property
     def requests(self) -> int:
         return self._state.requests
+
+    @property
+    def metrics(self) -> ShipMetrics:
+        """What this shipper counted (``run --metrics-addr``, the heartbeat)."""
+        return self._state.metrics
 
     # ---- opening and closing ------------------------------------------------------------
     async def __aenter__(self) -> Shipper:

@@ -18,6 +18,7 @@ from ._errors import (
     SpoolOpenError,
     UnsafeSpoolError,
 )
+from ._fill import limit_from_meta
 from ._mapping import Refused, encode_span, to_param
 from ._model import (
     ClaimedEvent,
@@ -31,8 +32,9 @@ from ._model import (
 )
 from ._registry import REGISTRY, Registry
 from ._schema import SCHEMA_VERSION
-from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path
+from .config import FullPolicy, SpoolConfig, Synchronous, default_spool_path, parse_size
 from .processor import SpoolProcessor, SyncSpoolProcessor
+from .readonly import Damage, DamageCheck, check_damage, open_readonly
 from .redact import Redactor, default_redactor
 from .store import AsyncSpool, NewEvent, Spool, file_sizes, watch_appends
 
@@ -42,6 +44,8 @@ __all__ = [
     "AsyncSpool",
     "ClaimedEvent",
     "Counter",
+    "Damage",
+    "DamageCheck",
     "EventKind",
     "EventRecord",
     "EventState",
@@ -67,11 +71,15 @@ __all__ = [
     "SyncSpoolProcessor",
     "Synchronous",
     "UnsafeSpoolError",
+    "check_damage",
     "default_redactor",
     "default_spool_path",
     "encode_span",
     "file_sizes",
+    "limit_from_meta",
+    "open_readonly",
     "ops",
+    "parse_size",
     "to_param",
     "watch_appends",
 ]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from . import _errors as errors
 from ._errors import SpoolError
+from ._fill import USED_BYTES, DropBursts, FillWatch
 from ._model import Counter
-from ._ratelog import RateLimitedLog
 from ._registry import REGISTRY
 from ._schema import connect, translate_error
 from .config import FullPolicy, SpoolConfig
@@ -46,11 +46,6 @@ _INSERTS = {
     1 << k: _INSERT + ",".join(["(?,?,?,?,?)"] * (1 << k))
     for k in range(_INSERT_CHUNK.bit_length())
 }
-# Bytes in use: pages minus free pages, times the page size (one statement).
-_USED_BYTES = (
-    "SELECT (p.page_count - f.freelist_count) * s.page_size "
-    "FROM pragma_page_count() AS p, pragma_freelist_count() AS f, pragma_page_size() AS s"
-)
 # The common case in one statement, and so in one implicit transaction that takes the write
 # lock first, as BEGIN IMMEDIATE does: insert every row of a batch, provided the spool has
 # ample room (see _AMPLE_FACTOR). Rows are padded with NULLs to a power of two (at most nine
@@ -63,7 +58,7 @@ _INSERT_IF_AMPLE = {
     1 << k: "INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at) "
     "SELECT column1, column2, column3, column4, column5 FROM (VALUES "
     + ",".join(["(?,?,?,?,?)"] * (1 << k))
-    + f") WHERE column1 IS NOT NULL AND ({_USED_BYTES}) <= ?"
+    + f") WHERE column1 IS NOT NULL AND ({USED_BYTES}) <= ?"
     for k in range(_AMPLE_CHUNK.bit_length())
 }
 _PAD: Row = (None, None, None, None, None)  # type: ignore[assignment]
@@ -138,7 +133,9 @@ class GroupCommitter:
         self._identity: tuple[int, int] | None = None
         self._open_error: SpoolError | None = None
         self._next_open_at = 0.0
-        self._ratelog = RateLimitedLog(log)
+        self._fill = FillWatch(config, log)
+        self._max_bytes = self._fill.limit
+        self._drops = DropBursts(log)
         self._thread = threading.Thread(
             target=self._run, name=f"spool-writer:{config.path.name}", daemon=True
         )
@@ -219,8 +216,9 @@ class GroupCommitter:
             with self._cond:
                 while not (self._batch.calls or self._counts or self._closing or committed):
                     self._idle = True
-                    self._cond.wait()
+                    self._cond.wait(self._drops.due_in())
                     self._idle = False
+                    self._drops.flush()
                 work = self._take() if self._batch.calls or self._counts else None
                 closing = self._closing
             if work is not None:
@@ -241,6 +239,7 @@ class GroupCommitter:
                     with contextlib.suppress(sqlite3.Error):
                         self._conn.close()
                     self._conn = None
+                self._drops.flush(final=True)
                 return
 
     def _take(self) -> tuple[_Batch, dict[str, int]]:
@@ -298,9 +297,7 @@ class GroupCommitter:
             counts[counter] = counts.get(counter, 0) + len(batch.rows)
             self._unflushed = counts
             if batch.rows:
-                self._ratelog.warning(
-                    counter, f"spool: dropped {len(batch.rows)} span event(s): {error}"
-                )
+                self._drops.dropped(counter.reason, len(batch.rows), str(error))
         batch.results[:] = results
         return stored
 
@@ -319,12 +316,13 @@ class GroupCommitter:
         self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
     ) -> int:
         rows = batch.rows
+        self._max_bytes = self._fill.current(conn)
         if not counts and 0 < len(rows) <= _AMPLE_CHUNK:
             size = 1 << (len(rows) - 1).bit_length()
             params = list(chain.from_iterable(rows))
             if size > len(rows):
                 params.extend(_PAD * (size - len(rows)))
-            params.append(self.config.max_bytes - _AMPLE_FACTOR * _estimate(rows) - _AMPLE_SLACK)
+            params.append(self._max_bytes - _AMPLE_FACTOR * _estimate(rows) - _AMPLE_SLACK)
             if conn.execute(_INSERT_IF_AMPLE[size], params).rowcount == len(rows):
                 results[:] = [True] * len(batch.calls)
                 return len(rows)
@@ -332,7 +330,7 @@ class GroupCommitter:
         rows = self._fit(conn, batch, counts, results)
         conn.execute("SAVEPOINT batch")
         _insert(conn, rows)
-        if rows and _used_bytes(conn) > self.config.max_bytes:
+        if rows and _used_bytes(conn) > self._max_bytes:
             # The estimate was short (rows take whole cells and pages): redo it call by call,
             # measuring, so that one batch cannot carry the spool past its limit.
             conn.execute("ROLLBACK TO batch")
@@ -348,11 +346,21 @@ class GroupCommitter:
     ) -> list[Row]:
         """The rows that fit under ``max_bytes``, pruning done rows and applying the policy."""
         need = _estimate(batch.rows)
-        room = self.config.max_bytes - _used_bytes(conn)
+        used = _used_bytes(conn)
+        self._fill.check(used)
+        room = self._max_bytes - used
         if need > room:
             room += self._prune_done(conn, need - room)
         if need > room and self.config.full_policy is FullPolicy.DROP_OLDEST:
+            before = counts.get("dropped:evicted", 0)
             room += self._evict_pending(conn, need - room, counts)
+            if evicted := counts.get("dropped:evicted", 0) - before:
+                self._drops.dropped(
+                    "evicted",
+                    evicted,
+                    f"{self.config.path} is at its size limit ({self._max_bytes} bytes); the "
+                    "oldest pending events made room",
+                )
         if need <= room:
             results[:] = [True] * len(batch.calls)
             return batch.rows
@@ -369,10 +377,10 @@ class GroupCommitter:
             else:
                 counts[_FULL] = counts.get(_FULL, 0) + n
         if len(kept) < len(batch.rows):
-            self._ratelog.warning(
+            self._drops.dropped(
                 "spool_full",
-                f"spool: {self.config.path} is at its size limit ({self.config.max_bytes} "
-                f"bytes); dropped {len(batch.rows) - len(kept)} span event(s)",
+                len(batch.rows) - len(kept),
+                f"{self.config.path} is at its size limit ({self._max_bytes} bytes)",
             )
         return kept
 
@@ -388,7 +396,7 @@ class GroupCommitter:
                 continue
             conn.execute("SAVEPOINT call")
             _insert(conn, rows)
-            if _used_bytes(conn) > self.config.max_bytes:
+            if _used_bytes(conn) > self._max_bytes:
                 conn.execute("ROLLBACK TO call")
                 results[i] = False
                 counts[_FULL] = counts.get(_FULL, 0) + n
@@ -484,7 +492,7 @@ def _resolve(futures: list[tuple[int, asyncio.Future[bool]]], results: list[bool
 
 def _used_bytes(conn: sqlite3.Connection) -> int:
     """Bytes in use: pages minus free pages, times the page size (one statement)."""
-    return int(conn.execute(_USED_BYTES).fetchone()[0])
+    return int(conn.execute(USED_BYTES).fetchone()[0])
 
 
 def _delete_oldest(

@@ -98,6 +98,8 @@ class MetaKey(enum.StrEnum):
     SALVAGE = "salvage_progress"
     """Written by ``spool-ship doctor`` into the fresh spool as it salvages a damaged one:
     where it is (so a stopped salvage resumes there) and, once finished, what it found."""
+    MAX_BYTES = "max_bytes"
+    """The size limit every process enforces (see :mod:`spool._fill`)."""
 
 
 class Outcome(enum.StrEnum):

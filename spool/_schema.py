@@ -7,6 +7,7 @@ the file is a spool of a version this code can read, and creates or migrates the
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -23,11 +24,14 @@ from ._errors import (
     UnsafeSpoolError,
 )
 from ._files import check_private, create_private, make_private_dirs
+from ._fill import store_limit
 from ._model import EventKind, EventState, Outcome
 from ._reserve import autocheckpoint_pages
 from .config import SpoolConfig
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "translate_error"]
+
+_log = logging.getLogger("spool")
 
 # "SPSH" read as a big-endian integer: marks the file as a spool-ship spool.
 APPLICATION_ID = 0x53505348
@@ -106,6 +110,7 @@ def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
         _same_file(path, found)
         _configure(conn, config)
         _ensure_schema(conn, path)
+        store_limit(conn, config, _log)
     except sqlite3.Error as exc:
         conn.close()
         raise translate_error(path, exc) from exc

@@ -6,7 +6,7 @@ Every option has a documented environment variable (see docs/configuration.md):
 variable                      option                default
 ============================  ====================  =========================================
 ``SPOOL_SHIP_PATH``           ``path``              ``$XDG_STATE_HOME/spool-ship/spool.db``
-``SPOOL_SHIP_MAX_BYTES``      ``max_bytes``         1 GiB
+``SPOOL_SHIP_MAX_BYTES``      ``max_bytes``         the limit stored in the spool, else 1 GiB
 ``SPOOL_SHIP_FULL_POLICY``    ``full_policy``       ``refuse``
 ``SPOOL_SHIP_SYNCHRONOUS``    ``synchronous``       ``NORMAL``
 ``SPOOL_SHIP_BUSY_TIMEOUT``   ``busy_timeout``      30 s
@@ -14,12 +14,16 @@ variable                      option                default
 ``SPOOL_SHIP_MAX_EVENT_BYTES``  ``max_event_bytes``   1 MiB
 ``SPOOL_SHIP_RESERVE_BYTES``  ``reserve_bytes``     8 MiB (disk kept for shipping; 0: none)
 ============================  ====================  =========================================
+
+Sizes take units: ``1GiB``, ``500MB``, ``64KiB``, or plain bytes (:func:`parse_size`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +42,7 @@ __all__ = [
     "SpoolConfig",
     "Synchronous",
     "default_spool_path",
+    "parse_size",
 ]
 
 ENV_PATH = "SPOOL_SHIP_PATH"
@@ -53,6 +58,36 @@ T = TypeVar("T")
 
 GIB = 1 << 30
 MIB = 1 << 20
+DEFAULT_MAX_BYTES = GIB
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    **{f"{p}b": 1000**i for i, p in enumerate("kmgt", 1)},
+    **{f"{p}ib": 1024**i for i, p in enumerate("kmgt", 1)},
+}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``text``: ``1048576``, ``1MiB``, ``500MB``, ``64 KiB``, ``1.5GiB``.
+
+    ``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``kB``/``MB``/``GB``/``TB`` of 1000.
+
+    >>> parse_size("1MiB"), parse_size("500MB")
+    (1048576, 500000000)
+    """
+    raw = str(text).strip()
+    match = _SIZE.fullmatch(raw)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a size; use bytes or a number with a unit: 1048576, 64KiB, 1MiB, "
+            "500MB, 1GiB"
+        )
+    number, unit = match.groups()
+    size = float(number) * _SIZE_UNITS[(unit or "b").lower()]
+    if not math.isfinite(size) or size != int(size):
+        raise ValueError(f"{text!r} is not a whole number of bytes")
+    return int(size)
 
 
 class Synchronous(enum.StrEnum):
@@ -90,7 +125,9 @@ class SpoolConfig:
     """
 
     path: Path
-    max_bytes: int = GIB
+    max_bytes: int | None = None
+    """The size limit. ``None``: the limit stored in the spool, else 1 GiB. A number is stored
+    in the spool when it is opened for writing, and every process then enforces it."""
     full_policy: FullPolicy = FullPolicy.REFUSE
     synchronous: Synchronous = Synchronous.NORMAL
     busy_timeout: float = 30.0
@@ -104,7 +141,7 @@ class SpoolConfig:
         # Resolved once, here: a relative path must not follow the process into another
         # directory after os.chdir(), where a new spool would fill up that nothing ships.
         object.__setattr__(self, "path", Path(os.path.abspath(self.path)))
-        if self.max_bytes < 64 * 1024:
+        if self.max_bytes is not None and self.max_bytes < 64 * 1024:
             raise ValueError(f"max_bytes must be at least 64 KiB, got {self.max_bytes}")
         if self.busy_timeout <= 0:
             raise ValueError(f"busy_timeout must be positive, got {self.busy_timeout}")
@@ -131,13 +168,13 @@ class SpoolConfig:
             chosen = Path(env[ENV_PATH]) if env.get(ENV_PATH) else default_spool_path()
         return cls(
             path=chosen,
-            max_bytes=_parse(env, ENV_MAX_BYTES, int, GIB),
+            max_bytes=_parse(env, ENV_MAX_BYTES, parse_size, None),
             full_policy=_parse(env, ENV_FULL_POLICY, FullPolicy, FullPolicy.REFUSE),
             synchronous=_parse(env, ENV_SYNCHRONOUS, _synchronous, Synchronous.NORMAL),
             busy_timeout=_parse(env, ENV_BUSY_TIMEOUT, float, 30.0),
             retention=_parse(env, ENV_RETENTION, float, 86_400.0),
-            max_event_bytes=_parse(env, ENV_MAX_EVENT_BYTES, int, MIB),
-            reserve_bytes=_parse(env, ENV_RESERVE_BYTES, int, 8 * MIB),
+            max_event_bytes=_parse(env, ENV_MAX_EVENT_BYTES, parse_size, MIB),
+            reserve_bytes=_parse(env, ENV_RESERVE_BYTES, parse_size, 8 * MIB),
         )
 
 

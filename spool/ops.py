@@ -14,6 +14,8 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._errors import SpoolFullError
+from ._fill import USED_BYTES, limit_from_meta
 from ._model import (
     DROPPED_PREFIX,
     REFUSED_PREFIX,
@@ -40,6 +42,7 @@ __all__ = [
     "extend_leases",
     "fail",
     "find",
+    "import_events",
     "outstanding",
     "prune_done",
     "purge",
@@ -49,6 +52,7 @@ __all__ = [
     "retry_later",
     "set_meta",
     "stats",
+    "status_report",
     "stuck",
 ]
 
@@ -527,3 +531,54 @@ def _record(row: tuple[Any, ...]) -> EventRecord:
         outcome=Outcome(row[12]) if row[12] is not None else None,
         payload=bytes(row[13]),
     )
+
+
+# ---- operators: status and import (spool-ship status, spool-ship import) --------------------
+
+
+def status_report() -> Tx[tuple[SpoolStats, dict[str, int], int]]:
+    """:func:`stats`, every counter (the shipper's too), and the bytes in use, read together."""
+    snapshot = yield from stats()
+    counters: dict[str, int] = dict((yield Query("SELECT name, value FROM counters")))
+    used = yield Query(USED_BYTES)
+    return snapshot, counters, int(used[0][0])
+
+
+_IMPORT = """
+INSERT INTO events (span_id, trace_id, kind, payload, enqueued_at, state, last_error, done_at)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+WHERE NOT EXISTS (SELECT 1 FROM events
+                  WHERE trace_id = ?2 AND span_id = ?1 AND kind = ?3 AND payload = ?4)
+"""
+
+
+def import_events(
+    events: Sequence[tuple[str, str, EventKind, bytes, float, EventState, str | None]],
+    now: float,
+    path: str,
+) -> Tx[int]:
+    """Add exported events ``(span_id, trace_id, kind, payload, enqueued_at, state,
+    last_error)`` that the spool does not hold yet (same span, kind and payload bytes): the
+    number added. ``state`` is pending or dead; pending ones are ready at once. Raises
+    :class:`SpoolFullError` (the whole call is rolled back) if they would pass the limit."""
+    rows = []
+    for span_id, trace_id, kind, payload, enqueued_at, state, last_error in events:
+        if state not in (EventState.PENDING, EventState.DEAD):
+            raise ValueError(f"only pending and dead events are imported, not {state.value}")
+        dead = state is EventState.DEAD
+        rows.append(
+            (
+                span_id, trace_id, kind.value, payload, enqueued_at, state.value,
+                last_error if dead else None, now if dead else None,
+            )
+        )  # fmt: skip
+    before = int((yield _TOTAL_CHANGES)[0][0])
+    yield Query(_IMPORT, rows, many=True)
+    added = int((yield _TOTAL_CHANGES)[0][0]) - before
+    used = int((yield Query(USED_BYTES))[0][0])
+    key = MetaKey.MAX_BYTES.value
+    meta: dict[str, str] = dict((yield Query("SELECT key, value FROM meta WHERE key = ?", (key,))))
+    limit = limit_from_meta(meta)
+    if used > limit:
+        raise SpoolFullError(path, f"importing would take the spool past its limit ({limit} bytes)")
+    return added

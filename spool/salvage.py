@@ -39,8 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ._committer import _USED_BYTES
 from ._files import private_copy
+from ._fill import USED_BYTES, limit_from_meta
 from ._model import Counter, EventKind, EventState, MetaKey
 from .ops import Query, Tx, add_counters, set_meta
 from .store import Spool
@@ -273,7 +273,11 @@ def _salvage(
     # it closes. The damaged copy stays as it was found.
     uri = f"{damaged.absolute().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    max_bytes = target.config.max_bytes
+    # The fresh spool's limit: the one configured, else the one the damaged spool stored
+    # (its meta is read whole again below, for the counters and facts carried over).
+    max_bytes = target.config.max_bytes or limit_from_meta(
+        _read_pairs(conn, "SELECT key, value FROM meta", str)
+    )
     try:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("PRAGMA cell_size_check = ON")
@@ -319,7 +323,7 @@ def _store(
     """One range of salvaged events and the progress after it, in one transaction; the
     events are refused (counted) if the fresh spool has no room for them."""
     if rows:
-        used = int((yield Query(_USED_BYTES))[0][0])
+        used = int((yield Query(USED_BYTES))[0][0])
         need = sum(len(r[3]) + len(r[0]) + len(r[1]) + _ROW_OVERHEAD for r in rows)
         if used + need <= max_bytes:
             yield Query(_INSERT, rows, many=True)

@@ -233,13 +233,21 @@ def test_status_prometheus_metrics(built: Built) -> None:
     assert result.stdout.endswith("\n")
 
 
-def test_prometheus_of_an_empty_spool_leaves_out_families_without_samples(
-    tmp_path: Path,
-) -> None:
+def test_prometheus_of_an_empty_spool_has_every_counter_family_at_zero(tmp_path: Path) -> None:
+    """Issue 13: a counter absent until its first event makes ``increase(...) > 0`` miss the
+    first burst; timestamps of things that never happened stay out."""
     Spool.open(tmp_path / "s.db").close()
     text = cli("status", "--format", "prometheus", "--spool", tmp_path / "s.db").stdout
     types, samples = parse_prometheus(text)
-    assert "spool_ship_dropped_total" not in types
+    for family in ("delivered", "requests", "retries", "dropped", "refused", "superseded"):
+        assert types[f"spool_ship_{family}_total"] == "counter", family
+    assert samples['spool_ship_dropped_total{reason="spool_full"}'] == 0
+    assert samples['spool_ship_refused_total{reason="too_large"}'] == 0
+    assert samples['spool_ship_requests_total{code="200"}'] == 0
+    assert samples["spool_ship_delivered_total"] == 0
+    assert samples["spool_ship_retries_total"] == 0
+    assert samples["spool_ship_max_bytes"] == 1 << 30
+    assert samples["spool_ship_blocked"] == 0
     assert "spool_ship_last_success_timestamp_seconds" not in types
     assert samples["spool_ship_oldest_pending_age_seconds"] == 0
 

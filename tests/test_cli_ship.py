@@ -35,7 +35,7 @@ from cli._options import parse_duration
 from cli.ship import DRAIN_STOP_TIMEOUT, _log_progress
 from shipper import Progress
 from shipper.testing import FakeSpanServer
-from spool import EventKind, MetaKey, Spool, SpoolStats
+from spool import EventKind, MetaKey, Spool, SpoolStats, parse_size
 
 SCRIPT = Path(sys.executable).with_name("spool-ship")
 ROOT = Path(__file__).resolve().parent.parent
@@ -698,7 +698,7 @@ def test_the_deployment_files_use_real_options_and_leave_time_to_stop() -> None:
     manifest = (ROOT / "deploy" / "kubernetes" / "sidecar.yaml").read_text()
     unit = (ROOT / "deploy" / "systemd" / "spool-ship.service").read_text()
     calls = spool_ship_args(manifest) + spool_ship_args(unit)
-    assert {args[1] for args in calls} >= {"run", "status"}
+    assert {args[1] for args in calls} >= {"run"}
     for args in calls:
         options = command_options(args[1])
         used = {a.split("=", 1)[0] for a in args[2:] if a.startswith("-")}
@@ -719,6 +719,35 @@ def test_the_deployment_files_use_real_options_and_leave_time_to_stop() -> None:
     for line in ("Type=simple", "Restart=on-failure", "KillSignal=SIGTERM"):
         assert re.search(rf"^{line}$", unit, re.M), line
     assert re.search(r"^EnvironmentFile=\S+", unit, re.M)
+
+
+def test_the_deployment_files_serve_probes_enforce_the_limit_and_are_hardened() -> None:
+    """Issue 13: the liveness probe is the running shipper's /healthz, the size limit is one
+    the spool stores (so the agent enforces the sidecar's), and the unit is hardened."""
+    manifest = (ROOT / "deploy" / "kubernetes" / "sidecar.yaml").read_text()
+    unit = (ROOT / "deploy" / "systemd" / "spool-ship.service").read_text()
+    (sidecar,) = [a for a in spool_ship_args(manifest) if a[1] == "run"]
+    port = option_value(sidecar, "--metrics-addr").rsplit(":", 1)[1]
+    assert f"containerPort: {port}" in manifest
+    probe = manifest[manifest.index("livenessProbe:") :]
+    assert re.match(r"livenessProbe:\s+httpGet:\s+path: /healthz\s+port: metrics", probe)
+    assert "exec:" not in manifest  # no second Python process in the sidecar's memory limit
+    limit = setting(r"name: SPOOL_SHIP_MAX_BYTES\s+value: \"?([^\"\s]+)", manifest)
+    size = setting(r"sizeLimit: (\S+)\s+- name: tmp", manifest)
+    assert parse_size(limit) < parse_size(size.replace("Gi", "GiB").replace("Mi", "MiB"))
+
+    (daemon,) = [a for a in spool_ship_args(unit) if a[1] == "run"]
+    assert option_value(daemon, "--metrics-addr").startswith("127.0.0.1:")
+    parse_size(setting(r"^Environment=SPOOL_SHIP_MAX_BYTES=(\S+)$", unit))
+    for line in (
+        "SystemCallFilter=@system-service",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=true",
+        "CapabilityBoundingSet=",
+        "MemoryMax=256M",
+    ):
+        assert re.search(rf"^{line}$", unit, re.M), line
 
 
 def test_every_spool_ship_variable_in_the_docs_is_one_the_code_reads() -> None:

@@ -357,6 +357,7 @@ def test_a_full_disk_after_the_size_check_counts_each_drop_once(
         )
     config = SpoolConfig(path=config.path, max_bytes=max(used + 4000, 64 * 1024))
     full_disk.fill(config)
+    assert config.max_bytes is not None
     room = config.max_bytes - used
 
     committer = acquire_committer(config)

@@ -150,6 +150,7 @@ def test_near_the_limit_batches_are_measured_and_the_limit_holds(tmp_path: Path)
     with Spool.open(config) as spool:
         stored = spool.stats().pending
     used = used_bytes(config.path)
+    assert config.max_bytes is not None
     assert used <= config.max_bytes
     assert answers[-1] is False
     assert stored == answers.count(True) == len(answers) - 1
@@ -182,6 +183,7 @@ def test_each_caller_gets_the_answer_for_its_own_rows_across_the_halves(tmp_path
     # Room for about 1.5 halves: the first half fits whole, the second only in part.
     config = SpoolConfig(path=tmp_path / "spool.db", max_bytes=1 << 20)
     Spool.open(config).close()
+    assert config.max_bytes is not None
     room = config.max_bytes - used_bytes(config.path)
     calls = 2 * _SPLIT_CALLS
     size = int(room / (0.75 * calls))
