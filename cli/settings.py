@@ -17,6 +17,7 @@ from spool.config import (
     ENV_MAX_BYTES,
     ENV_MAX_EVENT_BYTES,
     ENV_PATH,
+    ENV_RESERVE_BYTES,
     ENV_RETENTION,
     ENV_SYNCHRONOUS,
 )
@@ -33,6 +34,7 @@ _SPOOL_ENV = {
     "busy_timeout": ENV_BUSY_TIMEOUT,
     "retention": ENV_RETENTION,
     "max_event_bytes": ENV_MAX_EVENT_BYTES,
+    "reserve_bytes": ENV_RESERVE_BYTES,
 }
 
 

@@ -5,6 +5,7 @@ the rough edges (sizes with units, a malformed base URL, contradictory options).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -469,3 +470,13 @@ def test_a_metrics_address_in_use_is_one_clear_line(
     )
     assert bad.returncode == 2
     assert "is not HOST:PORT" in bad.stderr
+
+
+def test_config_names_where_every_spool_option_comes_from(tmp_path: Path) -> None:
+    """A SpoolConfig field without a documented source would break `config` (KeyError)."""
+    from cli.settings import _SPOOL_ENV
+
+    assert set(_SPOOL_ENV) == {f.name for f in dataclasses.fields(SpoolConfig)} - {"path"}
+    result = cli("config", "--spool", str(tmp_path / "spool.db"))
+    assert result.exit_code == 0, result.output
+    assert "spool.reserve_bytes" in result.output
