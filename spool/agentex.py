@@ -31,6 +31,7 @@ from .config import SpoolConfig
 from .processor import SpoolProcessor, SyncSpoolProcessor
 
 __all__ = [
+    "PROCESSOR_TYPE",
     "AsyncSpoolTracingProcessor",
     "SpoolTracingConfig",
     "SpoolTracingProcessors",
@@ -102,7 +103,7 @@ def _tracing_config(source: ProcessorSource, ship: object) -> SpoolTracingConfig
     return SpoolTracingConfig(path=None if source is None else os.fspath(source), ship=ship)
 
 
-def source_metadata() -> dict[str, Any]:
+def _source_metadata() -> dict[str, Any]:
     """The metadata agentex's SGP processor adds to every span with dict-shaped ``data``:
     ``__source__`` and, when set, ``__acp_type__``, ``__agent_name__``, ``__agent_id__``,
     ``__agent_version__`` from the same environment variables (read through agentex's own
@@ -169,7 +170,7 @@ class _AgentexSpans:
     """What both agentex processors add to the spool processors: agentex's metadata."""
 
     def __init__(self) -> None:
-        self._source = source_metadata()
+        self._source = _source_metadata()
         self._commit_sha = _commit_sha_reader()
 
     def enrich(self, spans: Iterable[Any]) -> list[Any]:
