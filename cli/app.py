@@ -8,8 +8,6 @@ Inspection (``status``, ``stuck``, ``show``, ``export``) lives in :mod:`cli.insp
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -31,6 +29,9 @@ app = typer.Typer(
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
     try:
         return package_version("spool-ship")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree

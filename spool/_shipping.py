@@ -7,7 +7,6 @@ imports still point one way: ``cli -> shipper -> spool``.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Protocol
 
 from .config import SpoolConfig
@@ -26,6 +25,10 @@ class ShippingHandle(Protocol):
 
 def start_shipping(config: SpoolConfig, shipper_config: object | None) -> ShippingHandle:
     """Start (or join) the process's shipper for ``config.path``."""
+    # Here, not at the top: importlib.metadata costs a tenth of a second at startup, and
+    # only ship=True needs it (``spool-ship status`` imports the spool too).
+    from importlib.metadata import entry_points
+
     found = entry_points(group=ENTRY_POINT_GROUP)
     if not found:
         raise RuntimeError(
