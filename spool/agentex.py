@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NamedTuple, Type
 
 from .config import SpoolConfig
 from .processor import SpoolProcessor, SyncSpoolProcessor
+from .redact import Redact
 
 __all__ = [
     "PROCESSOR_TYPE",
@@ -81,13 +82,15 @@ class SpoolTracingConfig:
     """What agentex's registry hands the spool processors (``cls(config)``, as agentex
     constructs its own from ``SGPTracingProcessorConfig``).
 
-    ``path`` and ``config`` as for :class:`spool.SpoolProcessor`; ``ship`` as there
-    (``True``: ship in-process with the ``SGP_*`` credentials; a ``ShipperConfig``; ``False``).
+    ``path``, ``config`` and ``redact`` as for :class:`spool.SpoolProcessor`; ``ship`` as
+    there (``True``: ship in-process with the ``SGP_*`` credentials; a ``ShipperConfig``;
+    ``False``).
     """
 
     path: str | None = None
     ship: object = False
     config: SpoolConfig | None = None
+    redact: Redact | None = None
     type: Literal["spool"] = PROCESSOR_TYPE
 
 
@@ -95,12 +98,15 @@ ProcessorSource = SpoolTracingConfig | SpoolConfig | str | os.PathLike[str] | No
 _Spool = TypeVar("_Spool", SpoolProcessor, SyncSpoolProcessor)
 
 
-def _tracing_config(source: ProcessorSource, ship: object) -> SpoolTracingConfig:
+def _tracing_config(
+    source: ProcessorSource, ship: object, redact: Redact | None
+) -> SpoolTracingConfig:
     if isinstance(source, SpoolTracingConfig):
         return source
     if isinstance(source, SpoolConfig):
-        return SpoolTracingConfig(config=source, ship=ship)
-    return SpoolTracingConfig(path=None if source is None else os.fspath(source), ship=ship)
+        return SpoolTracingConfig(config=source, ship=ship, redact=redact)
+    path = None if source is None else os.fspath(source)
+    return SpoolTracingConfig(path=path, ship=ship, redact=redact)
 
 
 def _source_metadata() -> dict[str, Any]:
@@ -203,13 +209,16 @@ class _AgentexProcessor(Generic[_Spool]):
 
     _spool_processor: type[_Spool]
 
-    def __init__(self, config: ProcessorSource = None, *, ship: object = False) -> None:
-        self.tracing_config = _tracing_config(config, ship)
+    def __init__(
+        self, config: ProcessorSource = None, *, ship: object = False, redact: Redact | None = None
+    ) -> None:
+        self.tracing_config = _tracing_config(config, ship, redact)
         self._spans = _AgentexSpans()
         self._processor: _Spool = self._spool_processor(
             self.tracing_config.path,
             config=self.tracing_config.config,
             ship=self.tracing_config.ship,
+            redact=self.tracing_config.redact,
         )
 
     @property
@@ -275,6 +284,7 @@ def use_spool(
     *,
     ship: object = False,
     config: SpoolConfig | None = None,
+    redact: Redact | None = None,
 ) -> SpoolTracingProcessors:
     """Spool all of agentex's tracing, durable at the agent's own call.
 
@@ -293,7 +303,7 @@ def use_spool(
             "spool.agentex.use_spool needs agentex: pip install 'spool-ship[agentex]'"
         ) from exc
     wanted = SpoolTracingConfig(
-        path=None if path is None else os.fspath(path), ship=ship, config=config
+        path=None if path is None else os.fspath(path), ship=ship, config=config, redact=redact
     )
     registry = manager.GLOBAL_TRACING_PROCESSOR_MANAGER
     with _LOCK:

@@ -21,7 +21,15 @@ from typing import Any
 import pytest
 from agentex_standin import Span, new_span
 
-from spool import EventKind, EventState, Spool, SpoolConfig, SpoolProcessor, SyncSpoolProcessor
+from spool import (
+    EventKind,
+    EventState,
+    Spool,
+    SpoolConfig,
+    SpoolProcessor,
+    SyncSpoolProcessor,
+    ops,
+)
 from spool._committer import acquire_committer, release_committer
 
 # What agentex calls on a registered processor (its constructor is agentex's business).
@@ -238,3 +246,32 @@ def test_import_spool_does_not_import_agentex() -> None:
     code = "import sys, spool, spool.processor; print('agentex' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_agentex_processors_pass_redact_to_the_spool(tmp_path: Path) -> None:
+    """``redact=`` reaches the spool through both agentex processors (and ``use_spool``)."""
+    from spool.agentex import AsyncSpoolTracingProcessor, SyncSpoolTracingProcessor
+
+    secret = "sk-" + "q7Zx" * 8
+    path = tmp_path / "spool.db"
+
+    def drop_input(params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "input": {"redacted": True}}
+
+    span = new_span("s-1", "t-1", input={"prompt": secret})
+    span.end_time = span.start_time + timedelta(seconds=1)
+    async_processor = AsyncSpoolTracingProcessor(str(path), redact=drop_input)
+    sync_processor = SyncSpoolTracingProcessor(str(path), redact=drop_input)
+
+    async def trace() -> None:
+        await async_processor.on_span_start(span)
+        await async_processor.on_span_end(span)
+        await async_processor.shutdown()
+
+    asyncio.run(trace())
+    sync_processor.on_span_end(span)
+    sync_processor.shutdown()
+    with Spool.open(SpoolConfig(path=path)) as spool:
+        payloads = [e.payload for e in spool.run(ops.export_page(list(EventState), 0, 100))]
+    assert len(payloads) == 3
+    assert all(b'"redacted":true' in p and secret.encode() not in p for p in payloads)
