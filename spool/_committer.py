@@ -352,9 +352,9 @@ class GroupCommitter:
         if need > room:
             room += self._prune_done(conn, need - room)
         if need > room and self.config.full_policy is FullPolicy.DROP_OLDEST:
-            before = counts.get("dropped:evicted", 0)
+            before = counts.get(Counter.DROPPED_EVICTED, 0)
             room += self._evict_pending(conn, need - room, counts)
-            if evicted := counts.get("dropped:evicted", 0) - before:
+            if evicted := counts.get(Counter.DROPPED_EVICTED, 0) - before:
                 self._drops.dropped(
                     "evicted",
                     evicted,

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import NotASpoolError, SpoolCorruptError, SpoolError, SpoolOpenError
+from ._errors import NotASpoolError, SpoolCorruptError, SpoolError
+from ._files import check_private
 from ._schema import APPLICATION_ID, _check_identity, _identity, translate_error
 from .config import SpoolConfig
 from .store import Spool, file_sizes
@@ -40,10 +41,9 @@ def connect_readonly(config: SpoolConfig) -> sqlite3.Connection:
     be missed by reading the file as it stands (``immutable``), so that is what is done.
     """
     path = config.path
-    if not path.exists():
-        raise SpoolOpenError(path, "no spool at this path")
-    if path.is_dir():
-        raise NotASpoolError(path, "is a directory, not a spool file")
+    # The same refusal as for writing: no links, no other user's file, nothing others can read
+    # (an inspection must not be pointed at a planted file either).
+    check_private(path)
     if file_sizes(path) == (0, 0):
         raise NotASpoolError(path, "is an empty file, not a spool")
     try:
