@@ -10,9 +10,9 @@ process run, on the same endpoint and the same events:
 
 * throughput: ``Shipper.drain()`` with default settings against agentex's queue defaults
   (``AsyncSGPClient.spans.upsert_batch``, batches of 200, 3 in flight). Goal: 2x or more.
-  Alongside, the transport: the shipper's uploader (the SDK's public ``put`` on its aiohttp
-  backend) against the same ``put`` on the SDK's default httpx client, at this latency and on
-  loopback.
+  Alongside, the upload path: the shipper's uploader (after the first request, straight to
+  the transport) against the SDK's public ``put`` on every request, on the SDK's aiohttp and
+  on its default httpx client, at this latency and on loopback.
 * storm: the endpoint serves 8 requests at a time and answers 429 at once to any more. Requests
   per delivered event of a sender whose concurrency adapts (:class:`AdaptiveConcurrency`)
   against the same sender held at a fixed 32; and of ``Shipper.drain()``. Goal: adaptive
@@ -60,7 +60,7 @@ from shipper import AdaptiveConcurrency, ShipperConfig, Signal
 from shipper.upload import BATCH_PATH, SGPUploader, Uploader, batch_body
 from spool import SpoolConfig, SpoolProcessor
 
-__all__ = ["HttpxPutUploader", "run_latency"]
+__all__ = ["PublicPutUploader", "run_latency"]
 
 P50, P95 = 0.15, 0.33
 LATENCY = ("--latency", str(P50), "--latency-p95", str(P95))
@@ -70,21 +70,25 @@ BATCH = 50
 LONG_SPAN = 20.0
 
 
-# ---- the transport: the same put on the SDK's httpx client ---------------------------------
-class HttpxPutUploader:
-    """Every batch through ``AsyncSGPClient.put``, as ``SGPUploader`` sends it, but on the
-    SDK's default httpx client instead of its aiohttp backend; retries off."""
+# ---- the upload path: the SDK's public put -------------------------------------------------------
+class PublicPutUploader:
+    """Every batch through ``AsyncSGPClient.put`` (the SDK's documented way to call an endpoint
+    with a body of one's own), on the SDK's own aiohttp or httpx client, retries off."""
 
-    def __init__(self, config: ShipperConfig) -> None:
+    def __init__(self, config: ShipperConfig, *, aiohttp: bool) -> None:
+        limits = httpx.Limits(max_connections=config.concurrency + 2)
+        http: httpx.AsyncClient = (
+            scale_gp_beta.DefaultAioHttpClient(limits=limits)
+            if aiohttp
+            else scale_gp_beta.DefaultAsyncHttpxClient(limits=limits)
+        )
         self._client = scale_gp_beta.AsyncSGPClient(
             api_key=config.api_key,
             account_id=config.account_id,
             base_url=config.base_url,
             max_retries=0,
             timeout=config.request_timeout,
-            http_client=scale_gp_beta.DefaultAsyncHttpxClient(
-                limits=httpx.Limits(max_connections=config.concurrency + 2)
-            ),
+            http_client=http,
         )
 
     async def upload(self, body: bytes) -> None:
@@ -105,8 +109,9 @@ def config_for(url: str, **options: Any) -> ShipperConfig:
 
 
 UPLOADERS: dict[str, Callable[[ShipperConfig], Uploader]] = {
-    "SGPUploader (SDK put, aiohttp)": SGPUploader,
-    "SDK put, default httpx client": HttpxPutUploader,
+    "SGPUploader (to the transport)": SGPUploader,
+    "SDK put every request, aiohttp": lambda c: PublicPutUploader(c, aiohttp=True),
+    "SDK put every request, httpx": lambda c: PublicPutUploader(c, aiohttp=False),
 }
 
 
