@@ -6,10 +6,11 @@ tests and users may pass any object with the :class:`Uploader` shape instead.
 After the first request, requests go straight to the transport, built from that first one
 (three private attributes: the SDK's ``_make_status_error_from_response`` and
 ``_idempotency_header``, httpx's ``AsyncClient._transport_for_url``; pyproject.toml bounds both
-libraries). Measured against the SDK's public ``put`` on every request, with the endpoint 150
-ms away: 1.44x the events/s and 18 % less client CPU per event on this 2-CPU machine under
-load, 1.38x on loopback (docs/performance.md, "The upload path"). Every test that ships goes
-through it, so a rename upstream fails them.
+libraries). Measured against the SDK's public ``put`` on every request: a quarter less client
+CPU per event; with the endpoint 150 ms away 1.09x to 1.54x the events/s on a CPU-starved
+machine but 0.92x on the least loaded run; without it the loopback goals were missed (0.47x
+raw httpx, 4.85x the SDK, against 0.58x and 6.75x). docs/performance.md, "The upload path",
+has every run. Every test that ships goes through it, so a rename upstream fails them.
 """
 
 from __future__ import annotations

@@ -111,13 +111,18 @@ def test_each_answer_signals_what_the_brief_says(verdict: Verdict, signal: Signa
     assert signal_of(verdict) is signal
 
 
+def starts_spooled_now(tmp_path: Path, ids: list[str], clock: FakeClock) -> SpoolConfig:
+    spool = SpoolConfig(path=tmp_path / "spool.db")
+    with Spool.open(spool) as opened:
+        assert opened.append(span_events(ids, START, enqueued_at=clock.now))
+    return spool
+
+
 def test_a_start_waits_for_the_start_delay_and_an_end_that_comes_first_supersedes_it(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
     clock = FakeClock()
-    with Spool.open(spool) as opened:
-        assert opened.append(span_events(["long", "short"], START, enqueued_at=clock.now))
+    spool = starts_spooled_now(tmp_path, ["long", "short"], clock)
     config = ship_config.with_options(start_delay=5.0)
 
     async def main() -> None:
@@ -144,10 +149,8 @@ def test_a_start_waits_for_the_start_delay_and_an_end_that_comes_first_supersede
 def test_a_drain_ships_young_starts_at_once(
     tmp_path: Path, span_server: FakeSpanServer, ship_config: ShipperConfig
 ) -> None:
-    spool = SpoolConfig(path=tmp_path / "spool.db")
     clock = FakeClock()
-    with Spool.open(spool) as opened:
-        assert opened.append(span_events(["a"], START, enqueued_at=clock.now))
+    spool = starts_spooled_now(tmp_path, ["a"], clock)
     config = ship_config.with_options(start_delay=60.0)
 
     async def main() -> None:
