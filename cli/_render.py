@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spool import DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
+from spool import Counter, DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
 
 __all__ = [
     "clean",
@@ -137,13 +137,13 @@ def status_dict(
         "used_bytes": used_bytes,
         "max_bytes": max_bytes,
         "fill": None if used_bytes is None else round(used_bytes / max_bytes, 4),
-        "delivered": counters.get("delivered", 0),
+        "delivered": counters.get(Counter.DELIVERED, 0),
         "requests_by_code": {
             k.removeprefix("requests:"): v
             for k, v in sorted(counters.items())
             if k.startswith("requests:")
         },
-        "retries": counters.get("retries", 0),
+        "retries": counters.get(Counter.RETRIES, 0),
         "integrity": None if check is None else check.verdict.value,
         "last_error": meta.get(MetaKey.LAST_ERROR.value),
         "last_error_at": _meta_time(meta.get(MetaKey.LAST_ERROR_AT.value)),

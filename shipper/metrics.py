@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from spool import AsyncSpool, MetaKey, ops
+from spool import AsyncSpool, Counter, MetaKey, ops
+from spool._model import REQUESTS_PREFIX
 
 __all__ = [
     "COUNTER_DELIVERED",
@@ -27,9 +28,8 @@ __all__ = [
     "request_code",
 ]
 
-COUNTER_DELIVERED = "delivered"
-COUNTER_RETRIES = "retries"
-REQUESTS_PREFIX = "requests:"
+COUNTER_DELIVERED = Counter.DELIVERED
+COUNTER_RETRIES = Counter.RETRIES
 # How often counts are written to the spool while shipping.
 WRITE_EVERY = 5.0
 

@@ -37,6 +37,7 @@ class EventKind(enum.StrEnum):
 
 DROPPED_PREFIX = "dropped:"
 REFUSED_PREFIX = "refused:"
+REQUESTS_PREFIX = "requests:"
 
 
 class Counter(enum.StrEnum):
@@ -47,6 +48,8 @@ class Counter(enum.StrEnum):
     """
 
     SUPERSEDED = "superseded"
+    DELIVERED = "delivered"
+    RETRIES = "retries"
     DROPPED_SPOOL_FULL = "dropped:spool_full"
     DROPPED_EVICTED = "dropped:evicted"
     DROPPED_DISK_FULL = "dropped:disk_full"
