@@ -97,6 +97,8 @@ class Dispatcher:
         self.inflight: dict[asyncio.Task[None], _Held] = {}
         self._next_prune = 0.0
         self._next_checkpoint = 0.0
+        self._claimed_at = -math.inf
+        """The clock when the last claim looked for ready events."""
 
     # ---- the loop -----------------------------------------------------------------------
     async def serve(self) -> None:
@@ -201,7 +203,12 @@ class Dispatcher:
             start_delay=self._start_delay(),
             max_bytes=max_bytes,
         )
-        return await self.acks.carry(lambda acked: self.spool.run(claim(acked, now=self.clock())))
+
+        def run(acked: list[int]) -> Coroutine[Any, Any, list[ClaimedEvent]]:
+            now = self._claimed_at = self.clock()
+            return self.spool.run(claim(acked, now=now))
+
+        return await self.acks.carry(run)
 
     def _start_delay(self) -> float:
         """A drain ships every start now: nothing is to be gained by waiting for its end."""
@@ -217,10 +224,14 @@ class Dispatcher:
         if state.drain and not self.inflight and not pending and not leased:
             return True
         version = await self.spool.data_version()
-        give_up_at = self.clock() + MAX_IDLE
-        # A due time already past belongs to events held back for a reason other than backoff
-        # (an end whose start is in flight): a finishing batch wakes us for those, not a timer.
-        if due is None or not pending or due <= self.clock():
+        now = self.clock()
+        give_up_at = now + MAX_IDLE
+        if due is not None and pending and self._claimed_at < due <= now:
+            return False  # it came due after the last claim looked (a start's delay ran out)
+        # A due time that was past when the last claim looked belongs to events held back for
+        # a reason other than time (an end whose start is in flight): a finishing batch wakes
+        # us for those, not a timer.
+        if due is None or not pending or due <= now:
             due = math.inf
         while not state.stopping.is_set():
             state.metrics.tick()
