@@ -24,7 +24,9 @@ __all__ = [
     "human_time",
     "pairs",
     "record_dict",
+    "since",
     "status_dict",
+    "waiting_dict",
     "when",
     "write_atomic",
 ]
@@ -92,6 +94,26 @@ def when(ts: float | None, now: float, *, none: str = "-") -> str:
     delta = now - ts
     rel = f"{human_age(delta)} ago" if delta >= 0 else f"in {human_age(-delta)}"
     return f"{human_time(ts)} ({rel})"
+
+
+def since(ts: float | None, now: float, *, none: str = "-") -> str:
+    """:func:`when` for a time that has passed: one ahead of ``now`` was written before the
+    wall clock stepped back, and is said so rather than read as a time to come."""
+    if ts is not None and ts > now:
+        return f"{human_time(ts)} ({human_age(ts - now)} ahead of this clock: it stepped back)"
+    return when(ts, now, none=none)
+
+
+def waiting_dict(waiting: tuple[int, float | None, int, int], now: float) -> dict[str, Any]:
+    """``status --json``'s view of :func:`spool.ops.waiting`: pending events due now, when a
+    shipper next takes one (``now`` while some are due, ``None`` with nothing pending), and
+    the pending and leased events beyond the horizon (the clock stepped back)."""
+    due, next_at, pending_beyond, leased_beyond = waiting
+    return {
+        "due_now": due,
+        "next_attempt_at": now if due else next_at,
+        "beyond_horizon": {"pending": pending_beyond, "leased": leased_beyond},
+    }
 
 
 def _meta_time(value: str | None) -> float | None:

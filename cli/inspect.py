@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +17,7 @@ import typer
 
 from spool import Damage, EventRecord, EventState, check_damage, ops
 
-from ._errors import CommandError
+from ._errors import EXIT_USAGE, CommandError
 from ._options import (
     BusyTimeoutOption,
     JsonOption,
@@ -35,12 +37,23 @@ from ._render import (
     human_bytes,
     pairs,
     record_dict,
+    since,
     status_dict,
+    waiting_dict,
     when,
     write_atomic,
 )
 
-__all__ = ["Format", "StuckState", "export", "show", "status", "stuck", "stuck_reasons"]
+__all__ = [
+    "Format",
+    "StuckState",
+    "export",
+    "show",
+    "status",
+    "stuck",
+    "stuck_reasons",
+    "wait_horizon",
+]
 
 
 class Format(enum.StrEnum):
@@ -69,6 +82,32 @@ OutputOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+# The shipper's waits and lease: variable, option name, ShipperConfig's default. Read here, not
+# through shipper.ShipperConfig, so that inspection never imports the SDK; a test holds them
+# to ShipperConfig (tests/test_cli_clock.py::test_the_horizon_is_the_shippers).
+_BACKOFF_MAX = ("SPOOL_SHIP_BACKOFF_MAX", "backoff_max", 20.0)
+_RETRY_AFTER_CAP = ("SPOOL_SHIP_RETRY_AFTER_CAP", "retry_after_cap", 300.0)
+_LEASE = ("SPOOL_SHIP_LEASE", "lease_seconds", 60.0)
+
+
+def wait_horizon(env: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """``(max_wait, lease_seconds)`` of the shipper configured by ``env`` (the process's
+    environment by default): the horizon its claim draws (see :func:`spool.ops.claim`).
+    A next attempt or lease beyond it was written before the wall clock stepped back."""
+    env = os.environ if env is None else env
+
+    def read(variable: str, name: str, default: float) -> float:
+        raw = env.get(variable)
+        if not raw:
+            return default
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise CommandError(f"{variable}={raw!r} is not a valid {name}", EXIT_USAGE) from None
+
+    return max(read(*_BACKOFF_MAX), read(*_RETRY_AFTER_CAP)), read(*_LEASE)
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -110,14 +149,16 @@ def status(
         )
     chosen = Format.JSON if as_json else (output_format or Format.TABLE)
     config = spool_config(spool, busy_timeout)
+    max_wait, lease_seconds = wait_horizon()
     with open_spool(config, readonly=True) as opened:
         check = check_damage(opened, check_budget) if check_budget > 0 else None
         if check is not None and check.verdict is Damage.DAMAGED:
             raise check.error(config.path)
+        now = time.time()
         snapshot, counters, used = opened.run(ops.status_report(), write=False)
-    facts = status_dict(
-        opened.with_sizes(snapshot), config.path, time.time(), counters, used, check
-    )
+        waits = opened.run(ops.waiting(now, max_wait, lease_seconds), write=False)
+    facts = status_dict(opened.with_sizes(snapshot), config.path, now, counters, used, check)
+    facts |= waiting_dict(waits, now)
     if chosen is Format.JSON:
         text = json.dumps(facts, indent=2) + "\n"
     elif chosen is Format.PROMETHEUS:
@@ -148,22 +189,45 @@ def _print_status(facts: dict[str, Any]) -> None:
         ("limit", _limit_text(facts)),
         ("integrity", _integrity_text(facts)),
     ]
-    rows += [(state, str(facts[state])) for state in ("pending", "leased", "done", "dead")]
+    beyond = facts["beyond_horizon"]
+    leased = str(facts["leased"])
+    if beyond["leased"]:
+        leased += (
+            f" ({beyond['leased']} lease beyond any lease a shipper writes: the clock stepped "
+            "back; shippers take them over now)"
+        )
     rows += [
+        ("pending", str(facts["pending"])),
+        ("leased", leased),
+        ("next attempt", _next_attempt_text(facts)),
+        ("done", str(facts["done"])),
+        ("dead", str(facts["dead"])),
         ("superseded", f"{facts['superseded']} (starts not sent: their end carries the span)"),
         ("dropped", _by_reason(facts["dropped"], facts["dropped_by_reason"])),
         ("refused", _by_reason(facts["refused"], facts["refused_by_reason"])),
-        ("oldest pending", when(facts["oldest_pending_at"], now, none="none")),
-        ("last success", when(facts["last_success_at"], now, none="never")),
+        ("oldest pending", since(facts["oldest_pending_at"], now, none="none")),
+        ("last success", since(facts["last_success_at"], now, none="never")),
         (
             "last error",
             "none"
             if facts["last_error"] is None
-            else f"{when(facts['last_error_at'], now, none='?')}: {facts['last_error']}",
+            else f"{since(facts['last_error_at'], now, none='?')}: {facts['last_error']}",
         ),
         ("blocked", f"yes: {facts['blocked_reason']}" if facts["blocked"] else "no"),
     ]
     sys.stdout.write(pairs(rows))
+
+
+def _next_attempt_text(facts: dict[str, Any]) -> str:
+    """When a shipper takes the next pending event: now (how many are due, and how many of
+    them only because the clock stepped back), at a time, or none."""
+    due, stepped = facts["due_now"], facts["beyond_horizon"]["pending"]
+    if due:
+        text = f"now: {due} pending event(s) due"
+        if stepped:
+            text += f", {stepped} set beyond any wait a shipper sets: the clock stepped back"
+        return text
+    return when(facts["next_attempt_at"], facts["generated_at"], none="none")
 
 
 def _limit_text(facts: dict[str, Any]) -> str:
@@ -197,10 +261,15 @@ def _clean_lines(text: str) -> str:
 
 
 def stuck_reasons(
-    record: EventRecord, min_attempts: int, pending_before: float, now: float
+    record: EventRecord,
+    min_attempts: int,
+    pending_before: float,
+    now: float,
+    horizon: tuple[float, float] = (math.inf, 0.0),
 ) -> list[str]:
     """Why ``record`` needs an operator's eye (empty: it does not). The same test as
-    :func:`spool.ops.stuck`."""
+    :func:`spool.ops.stuck`; ``horizon`` is its ``(max_wait, lease_seconds)``."""
+    max_wait, lease_seconds = horizon
     why = []
     if record.state is EventState.DEAD:
         why.append("dead")
@@ -208,12 +277,15 @@ def stuck_reasons(
         why.append("retried")
     if record.state is EventState.PENDING and record.enqueued_at < pending_before:
         why.append("old")
-    if (
-        record.state is EventState.LEASED
-        and record.lease_expires_at is not None
-        and record.lease_expires_at <= now
-    ):
+    lease = record.lease_expires_at
+    if record.state is EventState.LEASED and lease is not None and lease <= now:
         why.append("lease_expired")
+    if (record.state is EventState.PENDING and record.next_attempt_at > now + max_wait) or (
+        record.state is EventState.LEASED
+        and lease is not None
+        and lease > now + max_wait + lease_seconds
+    ):
+        why.append("clock_stepped_back")
     return why
 
 
@@ -248,33 +320,42 @@ def stuck(
     ] = 100,
     busy_timeout: BusyTimeoutOption = None,
 ) -> None:
-    """Dead, retried, long-pending or lease-expired events, with why."""
+    """Dead, retried, long-pending or lease-expired events, and those a wall clock step back
+    left waiting beyond any wait or lease a shipper sets, with why."""
     config = spool_config(spool, busy_timeout)
+    horizon = wait_horizon()
     now = time.time()
     pending_before = now - older_than
     with open_spool(config, readonly=True) as opened:
         if not states:
-            records = opened.run(
-                ops.stuck(min_attempts, pending_before, now, limit + 1), write=False
+            query = ops.stuck(
+                min_attempts,
+                pending_before,
+                now,
+                limit + 1,
+                max_wait=horizon[0],
+                lease_seconds=horizon[1],
             )
+            records = opened.run(query, write=False)
         else:
             wanted = [EventState(s.value) for s in dict.fromkeys(states)]
             records = []
             for record in opened.export(wanted):
-                if stuck_reasons(record, min_attempts, pending_before, now):
+                if stuck_reasons(record, min_attempts, pending_before, now, horizon):
                     records.append(record)
                     if len(records) > limit:
                         break
     more = len(records) > limit
     records = records[:limit]
-    found = [(r, stuck_reasons(r, min_attempts, pending_before, now)) for r in records]
+    found = [(r, stuck_reasons(r, min_attempts, pending_before, now, horizon)) for r in records]
     if as_json:
         rows = [record_dict(r) | {"why": why} for r, why in found]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     elif not found:
         typer.echo(
             f"nothing stuck in {config.path} (dead, retried {min_attempts}+ times, pending over "
-            f"{format_duration(older_than)}, or past its lease)",
+            f"{format_duration(older_than)}, past its lease, or set beyond any wait or lease "
+            "a shipper sets)",
             err=True,
         )
     else:
@@ -290,6 +371,13 @@ def _why_text(record: EventRecord, why: Sequence[str], now: float, older_than: f
         "old": f"pending {human_age(now - record.enqueued_at)} "
         f"(over {format_duration(older_than)})",
         "lease_expired": f"lease expired {human_age(now - (record.lease_expires_at or now))} ago",
+        "clock_stepped_back": (
+            f"lease expires {human_age((record.lease_expires_at or now) - now)} ahead, beyond "
+            "any lease a shipper writes: the clock stepped back (shippers take it over now)"
+            if record.state is EventState.LEASED
+            else f"next attempt {human_age(record.next_attempt_at - now)} ahead, beyond any "
+            "wait a shipper sets: the clock stepped back (shippers take it now)"
+        ),
     }
     return ", ".join(words[w] for w in why)
 
