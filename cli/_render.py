@@ -16,6 +16,7 @@ from typing import Any
 from spool import DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
 
 __all__ = [
+    "ago",
     "clean",
     "decode_payload",
     "export_line",
@@ -96,12 +97,18 @@ def when(ts: float | None, now: float, *, none: str = "-") -> str:
     return f"{human_time(ts)} ({rel})"
 
 
+def ago(ts: float, now: float) -> str:
+    """How long ago ``ts`` was: ``2h 1m ago``. A time that has passed by its nature (an event
+    spooled, a success) but lies ahead of ``now`` was written before the wall clock stepped
+    back, and is said so rather than read as a time to come."""
+    if ts > now:
+        return f"{human_age(ts - now)} ahead of this clock: it stepped back"
+    return f"{human_age(now - ts)} ago"
+
+
 def since(ts: float | None, now: float, *, none: str = "-") -> str:
-    """:func:`when` for a time that has passed: one ahead of ``now`` was written before the
-    wall clock stepped back, and is said so rather than read as a time to come."""
-    if ts is not None and ts > now:
-        return f"{human_time(ts)} ({human_age(ts - now)} ahead of this clock: it stepped back)"
-    return when(ts, now, none=none)
+    """:func:`when` for a time that has passed (see :func:`ago`)."""
+    return none if ts is None else f"{human_time(ts)} ({ago(ts, now)})"
 
 
 def waiting_dict(waiting: tuple[int, float | None, int, int], now: float) -> dict[str, Any]:

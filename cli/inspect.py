@@ -30,11 +30,13 @@ from ._options import (
     spool_config,
 )
 from ._render import (
+    ago,
     clean,
     decode_payload,
     export_line,
     human_age,
     human_bytes,
+    human_time,
     pairs,
     record_dict,
     since,
@@ -193,8 +195,8 @@ def _print_status(facts: dict[str, Any]) -> None:
     leased = str(facts["leased"])
     if beyond["leased"]:
         leased += (
-            f" ({beyond['leased']} lease beyond any lease a shipper writes: the clock stepped "
-            "back; shippers take them over now)"
+            f" ({beyond['leased']} with a lease beyond any lease a shipper writes: the clock "
+            "stepped back; such leases count as expired)"
         )
     rows += [
         ("pending", str(facts["pending"])),
@@ -387,7 +389,7 @@ def _print_stuck(found: list[tuple[EventRecord, list[str]]], now: float, older_t
         sys.stdout.write(
             f"seq {record.seq}: {record.state.value} {record.kind.value} of span "
             f"{clean(record.span_id)} (trace {clean(record.trace_id)}), {record.attempts} "
-            f"attempt(s), enqueued {human_age(now - record.enqueued_at)} ago\n"
+            f"attempt(s), enqueued {ago(record.enqueued_at, now)}\n"
             f"  why         {_why_text(record, why, now, older_than)}\n"
             f"  last error  {clean(record.last_error or '-')}\n"
         )
@@ -414,21 +416,40 @@ def show(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     now = time.time()
+    horizon = wait_horizon()
     for i, record in enumerate(records):
         payload = decode_payload(record.payload)
         text = payload if isinstance(payload, str) else json.dumps(payload, indent=2)
-        sys.stdout.write(("\n" if i else "") + pairs(_record_rows(record, now)))
+        sys.stdout.write(("\n" if i else "") + pairs(_record_rows(record, now, horizon)))
         sys.stdout.write(f"payload:\n{_clean_lines(text)}\n")
 
 
-def _record_rows(record: EventRecord, now: float) -> list[tuple[str, str]]:
+def _record_rows(
+    record: EventRecord, now: float, horizon: tuple[float, float]
+) -> list[tuple[str, str]]:
+    """``show``'s rows. A next attempt or lease beyond ``horizon`` (see :func:`wait_horizon`)
+    is shown as what a shipper's claim makes of it: due now, or expired."""
+    max_wait, lease_seconds = horizon
     lease = "-"
     if record.lease_owner is not None:
-        lease = f"{record.lease_owner} until {when(record.lease_expires_at, now)}"
+        until = record.lease_expires_at
+        if until is not None and until > now + max_wait + lease_seconds:
+            lease = (
+                f"{record.lease_owner} until {human_time(until)} (beyond any lease a shipper "
+                "writes: the clock stepped back; it counts as expired)"
+            )
+        else:
+            lease = f"{record.lease_owner} until {when(until, now)}"
     next_attempt = "-"
     if record.state is EventState.PENDING:
-        ready = record.next_attempt_at <= now
-        next_attempt = "now" if ready else when(record.next_attempt_at, now)
+        due_at = record.next_attempt_at
+        if due_at > now + max_wait:
+            next_attempt = (
+                f"now (set for {human_time(due_at)}, beyond any wait a shipper sets: the "
+                "clock stepped back)"
+            )
+        else:
+            next_attempt = "now" if due_at <= now else when(due_at, now)
     ended = "-"
     if record.done_at is not None:
         how = f", {record.outcome.value}" if record.outcome is not None else ""
@@ -440,7 +461,7 @@ def _record_rows(record: EventRecord, now: float) -> list[tuple[str, str]]:
         ("kind", record.kind.value),
         ("state", record.state.value),
         ("attempts", str(record.attempts)),
-        ("enqueued", when(record.enqueued_at, now)),
+        ("enqueued", since(record.enqueued_at, now)),
         ("next attempt", next_attempt),
         ("lease", lease),
         ("ended", ended),

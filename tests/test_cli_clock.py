@@ -166,7 +166,10 @@ def test_status_table_says_due_now_not_in_a_day(stepped: Stepped) -> None:
     assert "in 1d" not in out, out
     assert "next attempt    now: 1 pending event(s) due" in out, out
     assert "1 set beyond any wait a shipper sets: the clock stepped back" in out
-    assert "1 lease beyond any lease a shipper writes: the clock stepped back" in out
+    assert (
+        "leased          2 (1 with a lease beyond any lease a shipper writes: the clock stepped back; such leases count as expired)"
+        in out
+    )
 
 
 def test_status_says_times_written_a_day_ahead_are_ahead_of_the_clock(tmp_path: Path) -> None:
@@ -209,3 +212,36 @@ def test_status_of_an_empty_spool_has_no_next_attempt(tmp_path: Path) -> None:
     facts = as_json(cli("status", "--json", "--spool", tmp_path / "s.db"))
     assert (facts["due_now"], facts["next_attempt_at"]) == (0, None)
     assert "next attempt    none" in cli("status", "--spool", tmp_path / "s.db").stdout
+
+
+# ---- show ----------------------------------------------------------------------------------
+
+
+def show_rows(path: Path, seq: int) -> dict[str, str]:
+    result = cli("show", str(seq), "--spool", path)
+    assert result.exit_code == 0, result.stderr
+    head = result.stdout.split("payload:")[0]
+    return {line[:15].strip(): line[15:] for line in head.splitlines()}
+
+
+def test_show_says_a_day_ahead_is_due_or_expired(stepped: Stepped) -> None:
+    pending = show_rows(stepped.path, 1)
+    assert pending["next attempt"].startswith("now (set for "), pending
+    assert pending["next attempt"].endswith(
+        "beyond any wait a shipper sets: the clock stepped back)"
+    )
+    assert pending["enqueued"].endswith("ahead of this clock: it stepped back)"), pending
+    leased = show_rows(stepped.path, 2)
+    assert leased["lease"].startswith("before until "), leased
+    assert leased["lease"].endswith(
+        "beyond any lease a shipper writes: the clock stepped back; it counts as expired)"
+    )
+    # An ordinary backoff and an ordinary lease keep their times.
+    assert re.fullmatch(r"\S+ \S+ \(in 1m \d+s\)", show_rows(stepped.path, 3)["next attempt"])
+    assert re.fullmatch(r"now until \S+ \S+ \(in \d+s\)", show_rows(stepped.path, 4)["lease"])
+
+
+def test_stuck_says_an_enqueue_time_a_day_ahead_is_ahead_of_the_clock(stepped: Stepped) -> None:
+    out = cli("stuck", "--spool", stepped.path).stdout
+    assert "enqueued 23h 59m ahead of this clock" in out, out
+    assert "enqueued 0s ago" not in out
