@@ -167,8 +167,8 @@ def test_status_table_says_due_now_not_in_a_day(stepped: Stepped) -> None:
     assert "next attempt    now: 1 pending event(s) due" in out, out
     assert "1 set beyond any wait a shipper sets: the clock stepped back" in out
     assert (
-        "leased          2 (1 with a lease beyond any lease a shipper writes: the clock stepped back; such leases count as expired)"
-        in out
+        "leased          2 (1 with a lease beyond any lease a shipper writes: the clock stepped "
+        "back; such leases count as expired)" in out
     )
 
 
