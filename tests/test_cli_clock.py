@@ -8,18 +8,17 @@ lease for leases), read from the same ``SPOOL_SHIP_*`` variables as the shipper.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from test_cli_inspect import as_json, event
+from test_cli_inspect import cli as run_cli
+from typer.testing import Result
 
-from cli import app
 from cli.inspect import stuck_reasons, wait_horizon
 from shipper import RetryPolicy, ShipperConfig
 from spool import EventKind, EventState, MetaKey, NewEvent, Spool, SpoolConfig, ops
@@ -41,8 +40,7 @@ class Stepped:
 
 
 def end(span_id: str, at: float) -> NewEvent:
-    body = json.dumps({"id": span_id, "trace_id": "t", "name": span_id}).encode()
-    return NewEvent(span_id, "t", EventKind.END, body, enqueued_at=at)
+    return event(span_id, "t", EventKind.END, at)
 
 
 def stepped_back_spool(path: Path, now: float) -> Stepped:
@@ -71,15 +69,8 @@ def stepped(tmp_path: Path) -> Stepped:
 
 
 def cli(*args: str | Path, env: Mapping[str, str] | None = None) -> Result:
-    result = CliRunner().invoke(app, [str(a) for a in args], env={**DEFAULT_ENV, **(env or {})})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    """The CLI with the shipper's waits at their defaults, unless ``env`` sets them."""
+    return run_cli(*args, env={**DEFAULT_ENV, **(env or {})})
 
 
 # ---- stuck ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,9 +111,12 @@ def built(tmp_path: Path) -> Built:
     return build_spool(tmp_path / "spool.db", time.time())
 
 
-def cli(*args: str | Path, input: str | None = None) -> Result:
-    """Run the app as the console script would; a traceback is a test failure."""
-    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+def cli(
+    *args: str | Path, input: str | None = None, env: Mapping[str, str | None] | None = None
+) -> Result:
+    """Run the app as the console script would (``env``: variables to set, or unset with
+    ``None``); a traceback is a test failure."""
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
