@@ -16,6 +16,7 @@ from typing import Any
 from spool import Counter, DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
 
 __all__ = [
+    "ago",
     "clean",
     "decode_payload",
     "export_line",
@@ -24,7 +25,9 @@ __all__ = [
     "human_time",
     "pairs",
     "record_dict",
+    "since",
     "status_dict",
+    "waiting_dict",
     "when",
     "write_atomic",
 ]
@@ -92,6 +95,32 @@ def when(ts: float | None, now: float, *, none: str = "-") -> str:
     delta = now - ts
     rel = f"{human_age(delta)} ago" if delta >= 0 else f"in {human_age(-delta)}"
     return f"{human_time(ts)} ({rel})"
+
+
+def ago(ts: float, now: float) -> str:
+    """How long ago ``ts`` was: ``2h 1m ago``. A time that has passed by its nature (an event
+    spooled, a success) but lies ahead of ``now`` was written before the wall clock stepped
+    back, and is said so rather than read as a time to come."""
+    if ts > now:
+        return f"{human_age(ts - now)} ahead of this clock: it stepped back"
+    return f"{human_age(now - ts)} ago"
+
+
+def since(ts: float | None, now: float, *, none: str = "-") -> str:
+    """:func:`when` for a time that has passed (see :func:`ago`)."""
+    return none if ts is None else f"{human_time(ts)} ({ago(ts, now)})"
+
+
+def waiting_dict(waiting: tuple[int, float | None, int, int], now: float) -> dict[str, Any]:
+    """``status --json``'s view of :func:`spool.ops.waiting`: pending events due now, when a
+    shipper next takes one (``now`` while some are due, ``None`` with nothing pending), and
+    the pending and leased events beyond the horizon (the clock stepped back)."""
+    due, next_at, pending_beyond, leased_beyond = waiting
+    return {
+        "due_now": due,
+        "next_attempt_at": now if due else next_at,
+        "beyond_horizon": {"pending": pending_beyond, "leased": leased_beyond},
+    }
 
 
 def _meta_time(value: str | None) -> float | None:

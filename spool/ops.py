@@ -54,6 +54,7 @@ __all__ = [
     "stats",
     "status_report",
     "stuck",
+    "waiting",
 ]
 
 T = TypeVar("T")
@@ -479,18 +480,49 @@ def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
 
 
 def stuck(
-    min_attempts: int, pending_before: float, now: float, limit: int
+    min_attempts: int,
+    pending_before: float,
+    now: float,
+    limit: int,
+    *,
+    max_wait: float = math.inf,
+    lease_seconds: float = 0.0,
 ) -> Tx[list[EventRecord]]:
     """Events an operator should look at: dead, retried ``min_attempts`` times or more,
-    pending since before ``pending_before``, or leased past their expiry."""
+    pending since before ``pending_before``, leased past their expiry, or (``max_wait`` and
+    ``lease_seconds`` as :func:`claim` takes them) due or leased further ahead than any wait
+    or lease a shipper sets: written before the wall clock stepped back."""
+    horizon = now + max_wait
     rows = yield Query(
         f"SELECT {_RECORD_COLUMNS} FROM events WHERE state = '{_X}' "
         f"OR (state IN ('{_P}', '{_L}') AND attempts >= ?) "
-        f"OR (state = '{_P}' AND enqueued_at < ?) "
-        f"OR (state = '{_L}' AND lease_expires_at <= ?) ORDER BY seq LIMIT ?",
-        (min_attempts, pending_before, now, limit),
+        f"OR (state = '{_P}' AND (enqueued_at < ? OR next_attempt_at > ?)) "
+        f"OR (state = '{_L}' AND (lease_expires_at <= ? OR lease_expires_at > ?)) "
+        f"ORDER BY seq LIMIT ?",
+        (min_attempts, pending_before, horizon, now, horizon + lease_seconds, limit),
     )
     return [_record(row) for row in rows]
+
+
+def waiting(
+    now: float, max_wait: float = math.inf, lease_seconds: float = 0.0
+) -> Tx[tuple[int, float | None, int, int]]:
+    """``(due, next_at, pending_beyond, leased_beyond)``: pending events a shipper would
+    take now, when the next of the others is due (``None`` when none waits), and how many
+    pending and leased events lie beyond the horizon :func:`claim` draws with ``max_wait``
+    and ``lease_seconds`` (written before the wall clock stepped back; due now, or expired)."""
+    horizon = now + max_wait
+    rows = yield Query(
+        f"SELECT SUM(state = '{_P}' AND (next_attempt_at <= ?1 OR next_attempt_at > ?2)), "
+        f"MIN(CASE WHEN state = '{_P}' AND next_attempt_at > ?1 AND next_attempt_at <= ?2 "
+        f"THEN next_attempt_at END), "
+        f"SUM(state = '{_P}' AND next_attempt_at > ?2), "
+        f"SUM(state = '{_L}' AND lease_expires_at > ?3) "
+        f"FROM events WHERE state IN ('{_P}', '{_L}')",
+        (now, horizon, horizon + lease_seconds),
+    )
+    due, next_at, pending_beyond, leased_beyond = rows[0]
+    return int(due or 0), next_at, int(pending_beyond or 0), int(leased_beyond or 0)
 
 
 def find(ident: str) -> Tx[list[EventRecord]]:
