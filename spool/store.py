@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
@@ -19,9 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
-
-import aiosqlite
+from typing import TYPE_CHECKING, TypeVar
 
 from . import ops
 from ._committer import GroupCommitter, Row, acquire_committer, release_committer
@@ -30,6 +27,11 @@ from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._reserve import Reserve
 from ._schema import connect, translate_error
 from .config import SpoolConfig
+
+if TYPE_CHECKING:
+    # Imported where AsyncSpool uses them: a process that only reads a spool with Spool
+    # (spool-ship status) never loads asyncio or aiosqlite (issue 13, docs/performance.md).
+    import aiosqlite
 
 __all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes", "watch_appends"]
 
@@ -235,6 +237,10 @@ class AsyncSpool(_Appender):
     async def open(
         cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True
     ) -> AsyncSpool:
+        import asyncio
+
+        import aiosqlite
+
         config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
         # Open (and check) the file first: a spool that cannot be used raises here, before an
         # aiosqlite worker thread exists that would need stopping.
@@ -270,6 +276,8 @@ class AsyncSpool(_Appender):
         # The whole transaction runs on the connection's thread in one hand-off (one wake-up of
         # the loop rather than one per statement); that thread runs one function at a time, so
         # transactions cannot interleave. A caller cancelled before the COMMIT rolls it back.
+        import asyncio  # loaded already (we run on its loop); not at module level, see above
+
         db = self.db
         abandoned = threading.Event()
         try:
