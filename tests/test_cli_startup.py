@@ -30,6 +30,8 @@ HEAVY = (
     "httpx",
     "orjson",
     "prometheus_client",
+    "pydantic",  # typer 0.29 parses options with it: pyproject.toml bounds typer below
+    "pydantic_core",
     "rich",
     "scale_gp_beta",
     "shipper",
