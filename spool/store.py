@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import ops
-from ._committer import GroupCommitter, Row, acquire_committer, release_committer
 from ._errors import SpoolClosedError
 from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._reserve import Reserve
@@ -29,9 +28,11 @@ from ._schema import connect, translate_error
 from .config import SpoolConfig
 
 if TYPE_CHECKING:
-    # Imported where AsyncSpool uses them: a process that only reads a spool with Spool
-    # (spool-ship status) never loads asyncio or aiosqlite (issue 13, docs/performance.md).
+    # Imported where they are used: a process that only reads a spool with Spool (spool-ship
+    # status) never loads asyncio, aiosqlite or the writer (issue 13, docs/performance.md).
     import aiosqlite
+
+    from ._committer import GroupCommitter, Row
 
 __all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes", "watch_appends"]
 
@@ -67,6 +68,8 @@ def file_sizes(path: Path) -> tuple[int, int]:
 def watch_appends(config: SpoolConfig, callback: Callable[[], None]) -> Callable[[], None]:
     """Call ``callback()`` (from the writer thread) after every commit that this process's
     processors make to the spool at ``config.path``. Returns the function that stops it."""
+    from ._committer import acquire_committer, release_committer
+
     committer = acquire_committer(config)
     committer.add_listener(callback)
 
@@ -130,11 +133,15 @@ class _Appender:
 
     def _writer(self) -> GroupCommitter:
         if self._committer is None:
+            from ._committer import acquire_committer
+
             self._committer = acquire_committer(self.config)
         return self._committer
 
     def _release_writer(self) -> None:
         if self._committer is not None:
+            from ._committer import release_committer
+
             release_committer(self._committer)
             self._committer = None
 

@@ -35,6 +35,7 @@ HEAVY = (
     "rich",
     "scale_gp_beta",
     "shipper",
+    "spool._committer",  # the writer
     "spool._mapping",
     "spool.processor",
 )
