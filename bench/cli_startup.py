@@ -3,7 +3,9 @@
     .venv/bin/python bench/cli_startup.py             # 15 runs of each command
     .venv/bin/python bench/cli_startup.py --runs 30 --json
     git archive f8e0eaf | tar -x -C /tmp/before     # an older tree, to compare with
-    .venv/bin/python bench/cli_startup.py --before /tmp/before
+    .venv/bin/python bench/cli_startup.py --before /tmp/before [--before /tmp/other ...]
+
+A package unpacked into such a tree (e.g. another typer) is used by that tree's runs only.
 
 Each command runs as a fresh process (the console script), on a spool of a few thousand
 events, alternating (A B C A B C ...) so that drift on a shared machine spreads over all of
@@ -56,9 +58,11 @@ def main() -> None:
     parser.add_argument(
         "--before",
         type=Path,
+        action="append",
+        default=[],
         metavar="DIR",
         help="also time status --json from the source tree DIR (python -m cli run in DIR, so "
-        "that DIR comes first on the path), in the same rounds",
+        "that DIR comes first on the path), in the same rounds; repeatable",
     )
     args = parser.parse_args()
 
@@ -76,12 +80,12 @@ def main() -> None:
             "show 1": [SCRIPT, "show", "1", "--spool", str(path)],
             "drain --help": [SCRIPT, "drain", "--help"],
         }  # fmt: skip
-        if args.before is not None:
-            commands["before: status --json"] = [
-                sys.executable, "-m", "cli", "status", "--json", "--spool", str(path),
-            ]  # fmt: skip
+        where: dict[str, Path | None] = dict.fromkeys(commands)
+        for tree in args.before:
+            name = f"{tree.name}: status --json"
+            commands[name] = [sys.executable, "-m", "cli", "status", "--json", "--spool", str(path)]
+            where[name] = tree
         samples: dict[str, list[float]] = {name: [] for name in commands}
-        where = {name: args.before if name.startswith("before") else None for name in commands}
         for name, argv in commands.items():  # warm the page cache once
             timed(argv, where[name])
         for _ in range(args.runs):
