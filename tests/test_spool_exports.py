@@ -63,10 +63,7 @@ def test_importing_the_package_loads_no_submodule() -> None:
         "print(','.join(sorted(m for m in sys.modules if m.startswith('spool.'))))\n"
         "print(','.join(sorted(m for m in ('asyncio', 'orjson', 'aiosqlite') if m in sys.modules)))"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    first, then, heavy = result.stdout.split("\n")[:3]
+    first, then, heavy = python_prints(code).split("\n")[:3]
     assert first == ""
     assert then == "spool._model,spool.config"
     assert heavy == ""
@@ -92,7 +89,11 @@ def test_the_spool_never_imports_http_or_the_sdk() -> None:
         "('httpx', 'scale_gp_beta', 'shipper', 'cli', 'tenacity', 'opentelemetry'))\n"
         "print(','.join(bad))"
     )
-    result = subprocess.run(
+    assert python_prints(code).strip() == ""
+
+
+def python_prints(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter (nothing imported yet)."""
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == ""
+    ).stdout
