@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,6 +240,8 @@ def write_atomic(path: Path, chunks: Iterable[str], mode: int) -> None:
     a reader (the textfile collector, a log shipper) sees the old file or the new one, never
     half of one. The temporary name does not end in ``.prom``, so the collector skips it."""
     directory = path.parent
+    import tempfile  # only when writing a file: not for every status
+
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -8,7 +8,6 @@ a ``threading.Event``. The callers' code is the same either way; only the wait d
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _errors as errors
 from ._errors import SpoolError
@@ -29,6 +29,11 @@ from ._model import Counter
 from ._registry import REGISTRY
 from ._schema import connect, translate_error
 from .config import FullPolicy, SpoolConfig
+
+if TYPE_CHECKING:
+    # Not at run time: processes that only read a spool (spool-ship status) never load
+    # asyncio; submit() is called from a running loop, where it is loaded already.
+    import asyncio
 
 __all__ = ["GroupCommitter", "Row", "acquire_committer", "release_committer"]
 
@@ -174,6 +179,8 @@ class GroupCommitter:
     def submit(self, rows: Sequence[Row]) -> asyncio.Future[bool]:
         """As :meth:`append` for async callers: queue ``rows`` and return a future of the
         running loop that resolves once they are committed (True) or dropped (False)."""
+        import asyncio  # loaded already: this is called from a running loop
+
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._enqueue(rows, future)
         return future

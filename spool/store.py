@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
@@ -19,17 +18,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
-
-import aiosqlite
+from typing import TYPE_CHECKING, TypeVar
 
 from . import ops
-from ._committer import GroupCommitter, Row, acquire_committer, release_committer
 from ._errors import SpoolClosedError
 from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._reserve import Reserve
 from ._schema import connect, translate_error
 from .config import SpoolConfig
+
+if TYPE_CHECKING:
+    # Imported where they are used: a process that only reads a spool with Spool (spool-ship
+    # status) never loads asyncio, aiosqlite or the writer (issue 13, docs/performance.md).
+    import aiosqlite
+
+    from ._committer import GroupCommitter, Row
 
 __all__ = ["AsyncSpool", "NewEvent", "Spool", "file_sizes", "watch_appends"]
 
@@ -65,6 +68,8 @@ def file_sizes(path: Path) -> tuple[int, int]:
 def watch_appends(config: SpoolConfig, callback: Callable[[], None]) -> Callable[[], None]:
     """Call ``callback()`` (from the writer thread) after every commit that this process's
     processors make to the spool at ``config.path``. Returns the function that stops it."""
+    from ._committer import acquire_committer, release_committer
+
     committer = acquire_committer(config)
     committer.add_listener(callback)
 
@@ -128,11 +133,15 @@ class _Appender:
 
     def _writer(self) -> GroupCommitter:
         if self._committer is None:
+            from ._committer import acquire_committer
+
             self._committer = acquire_committer(self.config)
         return self._committer
 
     def _release_writer(self) -> None:
         if self._committer is not None:
+            from ._committer import release_committer
+
             release_committer(self._committer)
             self._committer = None
 
@@ -235,6 +244,10 @@ class AsyncSpool(_Appender):
     async def open(
         cls, config: SpoolConfig | str | os.PathLike[str], *, create: bool = True
     ) -> AsyncSpool:
+        import asyncio
+
+        import aiosqlite
+
         config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
         # Open (and check) the file first: a spool that cannot be used raises here, before an
         # aiosqlite worker thread exists that would need stopping.
@@ -270,6 +283,8 @@ class AsyncSpool(_Appender):
         # The whole transaction runs on the connection's thread in one hand-off (one wake-up of
         # the loop rather than one per statement); that thread runs one function at a time, so
         # transactions cannot interleave. A caller cancelled before the COMMIT rolls it back.
+        import asyncio  # loaded already (we run on its loop); not at module level, see above
+
         db = self.db
         abandoned = threading.Event()
         try:

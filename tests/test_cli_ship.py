@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+import typer
 from conftest import span_events
 from typer.main import get_command
 from typer.testing import CliRunner
@@ -665,7 +666,8 @@ def test_run_without_credentials_is_one_line_naming_them(
 
 
 def command_options(name: str) -> set[str]:
-    command = get_command(app).commands[name]  # type: ignore[attr-defined]
+    group = get_command(app)
+    command = group.get_command(typer.Context(group), name)  # type: ignore[attr-defined]
     return {opt for param in command.params for opt in param.opts + param.secondary_opts}
 
 

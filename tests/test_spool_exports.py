@@ -22,6 +22,9 @@ def test_every_name_in_all_exists() -> None:
 
 
 def test_every_public_name_is_in_all() -> None:
+    """Names are imported on first use (PEP 562), so resolve them all before looking."""
+    for name in spool.__all__:
+        getattr(spool, name)
     public = {
         name
         for name, value in vars(spool).items()
@@ -30,6 +33,40 @@ def test_every_public_name_is_in_all() -> None:
         and name != "annotations"  # from __future__
     }
     assert public | {"ops"} == set(spool.__all__)
+    assert set(spool.__all__) <= set(dir(spool))
+
+
+@pytest.mark.parametrize("name", spool.__all__)
+def test_every_lazy_name_is_the_defining_modules_object(name: str) -> None:
+    value = getattr(spool, name)
+    module = importlib.import_module(f"spool.{spool._LAZY[name]}")
+    assert value is (module if name == "ops" else getattr(module, name))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        spool.nothing_here  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(ImportError):
+        exec("from spool import nothing_here", {})
+
+
+def test_importing_the_package_loads_no_submodule() -> None:
+    """Issue 13: ``spool-ship status`` pays only for the modules it uses. ``import spool``
+    alone loads none of them, and ``from spool import EventState`` loads the model, not the
+    processors, the write path, asyncio or orjson."""
+    code = (
+        "import sys\n"
+        "import spool\n"
+        "first = sorted(m for m in sys.modules if m.startswith('spool.'))\n"
+        "from spool import EventState, SpoolConfig\n"
+        "print(','.join(first))\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('spool.'))))\n"
+        "print(','.join(sorted(m for m in ('asyncio', 'orjson', 'aiosqlite') if m in sys.modules)))"
+    )
+    first, then, heavy = python_prints(code).split("\n")[:3]
+    assert first == ""
+    assert then == "spool._model,spool.config"
+    assert heavy == ""
 
 
 def test_the_package_has_the_expected_modules() -> None:
@@ -52,7 +89,11 @@ def test_the_spool_never_imports_http_or_the_sdk() -> None:
         "('httpx', 'scale_gp_beta', 'shipper', 'cli', 'tenacity', 'opentelemetry'))\n"
         "print(','.join(bad))"
     )
-    result = subprocess.run(
+    assert python_prints(code).strip() == ""
+
+
+def python_prints(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter (nothing imported yet)."""
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == ""
+    ).stdout
