@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
@@ -52,6 +54,25 @@ SHIP_KEY = "ship-test-key"
 SHIP_ACCOUNT = "ship-test-account"
 SPAN_STARTED_AT = "2024-05-01T12:00:00+00:00"
 SPAN_ENDED_AT = "2024-05-01T12:00:01.500000+00:00"
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` (a tmpfs) mounted on the new directory ``where``, unmounted
+    afterwards; skips the test where mounting is not permitted (it needs root)."""
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def used_bytes(path: Path) -> int:

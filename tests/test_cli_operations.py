@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHIP_KEY, run_program, span_events, span_payload, status_json
+from conftest import SHIP_KEY, run_program, span_events, span_payload, status_json, tmpfs
 from test_cli_inspect import cli, parse_prometheus
 from test_cli_ship import Running
 
@@ -268,21 +268,8 @@ def test_last_error_records_every_answer_that_is_not_a_success(
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs that the test fills, then remounts read-only (root ignores chmod)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a file system needs root")
-    where = tmp_path / "ro"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "16m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_inspection_commands_work_on_a_read_only_file_system(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_program, span_item, status_json
+from conftest import run_program, span_item, status_json, tmpfs
 
 from shipper.testing import FakeSpanServer
 from spool import AsyncSpool, EventState, Spool, SpoolConfig, SyncSpoolProcessor
@@ -36,20 +36,8 @@ SPOOL_SHIP = str(Path(sys.executable).with_name("spool-ship"))
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs of its own, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs (needs root): {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def free_bytes(path: Path) -> int:
