@@ -246,6 +246,7 @@ def spool_ship(
     """:func:`drain` of a fresh copy of the backlog."""
     path = workdir / f"drain-{time.monotonic_ns()}.db"
     shutil.copyfile(template, path)
+    os.chmod(path, 0o600)  # the spool refuses a file others can read
     try:
         return drain(path, base_url, events, config=config, uploader=uploader)
     finally:
