@@ -10,9 +10,10 @@ process run, on the same endpoint and the same events:
 
 * throughput: ``Shipper.drain()`` with default settings against agentex's queue defaults
   (``AsyncSGPClient.spans.upsert_batch``, batches of 200, 3 in flight). Goal: 2x or more.
-  Alongside, the upload path: the shipper's uploader (after the first request, straight to
-  the transport) against the SDK's public ``put`` on every request, on the SDK's aiohttp and
-  on its default httpx client, at this latency and on loopback.
+  Alongside, the upload path: the shipper's uploader (the SDK's public ``put`` on an aiohttp
+  client) against the transport bypass it used before 2026-12-03 (kept in this file to be
+  measured) and against ``put`` on the SDK's default httpx client, at this latency and on
+  loopback.
 * storm: the endpoint serves 8 requests at a time and answers 429 at once to any more. Requests
   per delivered event of a sender whose concurrency adapts (:class:`AdaptiveConcurrency`)
   against the same sender held at a fixed 32; and of ``Shipper.drain()``. Goal: adaptive
@@ -60,7 +61,7 @@ from shipper import AdaptiveConcurrency, ShipperConfig, Signal
 from shipper.upload import BATCH_PATH, SGPUploader, Uploader, batch_body
 from spool import SpoolConfig, SpoolProcessor
 
-__all__ = ["PublicPutUploader", "run_latency"]
+__all__ = ["run_latency"]
 
 P50, P95 = 0.15, 0.33
 LATENCY = ("--latency", str(P50), "--latency-p95", str(P95))
@@ -70,25 +71,20 @@ BATCH = 50
 LONG_SPAN = 20.0
 
 
-# ---- the upload path: the SDK's public put -------------------------------------------------------
-class PublicPutUploader:
-    """Every batch through ``AsyncSGPClient.put`` (the SDK's documented way to call an endpoint
-    with a body of one's own), on the SDK's own aiohttp or httpx client, retries off."""
+# ---- the upload path: what the shipper's public put is measured against ------------------------
+class SDKDefaultClientUploader:
+    """``AsyncSGPClient.put`` on every request, on the SDK's default httpx client."""
 
-    def __init__(self, config: ShipperConfig, *, aiohttp: bool) -> None:
-        limits = httpx.Limits(max_connections=config.concurrency + 2)
-        http: httpx.AsyncClient = (
-            scale_gp_beta.DefaultAioHttpClient(limits=limits)
-            if aiohttp
-            else scale_gp_beta.DefaultAsyncHttpxClient(limits=limits)
-        )
+    def __init__(self, config: ShipperConfig) -> None:
         self._client = scale_gp_beta.AsyncSGPClient(
             api_key=config.api_key,
             account_id=config.account_id,
             base_url=config.base_url,
             max_retries=0,
             timeout=config.request_timeout,
-            http_client=http,
+            http_client=scale_gp_beta.DefaultAsyncHttpxClient(
+                limits=httpx.Limits(max_connections=config.concurrency + 2)
+            ),
         )
 
     async def upload(self, body: bytes) -> None:
@@ -103,15 +99,61 @@ class PublicPutUploader:
         await self._client.close()
 
 
+class TransportBypassUploader(SGPUploader):
+    """The shipper's upload path until 2026-12-03, kept here only to be measured: after the
+    first request, each request is built from that one and sent straight to the transport of
+    the SDK's httpx client, skipping the SDK's and httpx's per-request layers. Uses three
+    private attributes (the SDK's ``_make_status_error_from_response`` and
+    ``_idempotency_header``, httpx's ``AsyncClient._transport_for_url``); issue 11's rule was
+    to keep it in the shipper only if it made at least 10 % more events/s at 150 ms."""
+
+    def __init__(self, config: ShipperConfig) -> None:
+        super().__init__(config)
+        self._http: httpx.AsyncClient = self._client._client
+        self._http.event_hooks = {"request": [self._keep]}
+        self._template: tuple[httpx.URL, list[tuple[bytes, bytes]], dict[str, Any]] | None = None
+        self._transport: httpx.AsyncBaseTransport | None = None
+
+    async def upload(self, body: bytes) -> None:
+        if self._template is None or self._transport is None:
+            await super().upload(body)
+            return
+        url, headers, extensions = self._template
+        request = httpx.Request("PUT", url, content=body, headers=headers, extensions=extensions)
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                if response.is_success and isinstance(response.stream, httpx.AsyncByteStream):
+                    async for _ in response.stream:  # to the end, keeping the connection
+                        pass
+                else:
+                    await response.aread()  # the endpoint's detail
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise scale_gp_beta.APITimeoutError(request=request) from exc
+        except Exception as exc:
+            raise scale_gp_beta.APIConnectionError(request=request) from exc
+        if not response.is_success:
+            raise self._client._make_status_error_from_response(response) from None
+
+    async def _keep(self, request: httpx.Request) -> None:
+        if self._template is None and self._client._idempotency_header is None:
+            headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+            self._template = (request.url, headers, dict(request.extensions))
+            self._transport = self._http._transport_for_url(request.url)
+            self._http.event_hooks = {"request": [], "response": []}
+
+
 def config_for(url: str, **options: Any) -> ShipperConfig:
     """Default settings, this endpoint's credentials."""
     return ShipperConfig(api_key=API_KEY, account_id=ACCOUNT_ID, base_url=url, **options)
 
 
 UPLOADERS: dict[str, Callable[[ShipperConfig], Uploader]] = {
-    "SGPUploader (to the transport)": SGPUploader,
-    "SDK put every request, aiohttp": lambda c: PublicPutUploader(c, aiohttp=True),
-    "SDK put every request, httpx": lambda c: PublicPutUploader(c, aiohttp=False),
+    "SGPUploader (SDK put, aiohttp)": SGPUploader,
+    "the transport bypass, before 2026-12-03": TransportBypassUploader,
+    "SDK put on its default httpx client": SDKDefaultClientUploader,
 }
 
 
