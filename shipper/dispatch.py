@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import math
 from collections.abc import Callable, Coroutine
@@ -194,19 +193,24 @@ class Dispatcher:
 
     async def _claim_up_to(self, limit: int, max_bytes: int) -> list[ClaimedEvent]:
         self.state.wakeup.clear()
-        claim = functools.partial(
-            ops.ack_and_claim,
-            owner=self.owner,
-            limit=limit,
-            lease_seconds=self.config.lease_seconds,
-            max_wait=self.policy.max_wait,
-            start_delay=self._start_delay(),
-            max_bytes=max_bytes,
+        lease, max_wait, start_delay = (
+            self.config.lease_seconds,
+            self.policy.max_wait,
+            self._start_delay(),
         )
 
         def run(acked: list[int]) -> Coroutine[Any, Any, list[ClaimedEvent]]:
             now = self._claimed_at = self.clock()
-            return self.spool.run(claim(acked, now=now))
+            claim = ops.claim(
+                self.owner,
+                limit,
+                lease,
+                now,
+                max_wait=max_wait,
+                start_delay=start_delay,
+                max_bytes=max_bytes,
+            )
+            return self.spool.run(ops.ack_then(acked, now, self.owner, claim))
 
         return await self.acks.carry(run)
 

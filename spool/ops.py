@@ -34,7 +34,7 @@ __all__ = [
     "Rows",
     "Tx",
     "ack",
-    "ack_and_claim",
+    "ack_then",
     "add_counters",
     "claim",
     "dead_letter",
@@ -267,33 +267,13 @@ def ack(seqs: Sequence[int], now: float, *, owner: str | None = None) -> Tx[int]
     return acked
 
 
-def ack_and_claim(
-    acked: Sequence[int],
-    owner: str,
-    limit: int,
-    lease_seconds: float,
-    now: float,
-    *,
-    max_wait: float = math.inf,
-    start_delay: float = 0.0,
-    max_bytes: int | None = None,
-) -> Tx[list[ClaimedEvent]]:
-    """:func:`ack` then :func:`claim`, in one transaction: the shipper's acks ride on its
-    next claim (one commit instead of two), and the ends of the starts just acked are
-    claimable at once."""
+def ack_then(acked: Sequence[int], now: float, owner: str, then: Tx[T]) -> Tx[T]:
+    """:func:`ack` (held by ``owner``), then ``then``, in one transaction. The shipper's acks
+    ride on its next claim (one commit instead of two), and the ends of the starts just acked
+    are claimable at once."""
     if acked:
         yield from ack(acked, now, owner=owner)
-    return (
-        yield from claim(
-            owner,
-            limit,
-            lease_seconds,
-            now,
-            max_wait=max_wait,
-            start_delay=start_delay,
-            max_bytes=max_bytes,
-        )
-    )
+    return (yield from then)
 
 
 def fail(seqs: Sequence[int], owner: str, next_attempt_at: float, error: str) -> Tx[int]:

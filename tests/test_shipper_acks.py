@@ -1,5 +1,5 @@
 """Acks ride on the next claim (shipper._acks.AckWriter): who writes them, and what a waiting
-batch learns. The write is a recording coroutine here; the spool side of it, ``ack_and_claim``
+batch learns. The write is a recording coroutine here; the spool side of it, ``ack_then``
 in one transaction, is in test_spool_ops.py, and every shipper test runs through both."""
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def test_append_many_events_in_one_call(driver: Driver) -> None:
     assert [e.span_id for e in claimed] == [f"s{i}" for i in range(20)]
 
 
-def test_ack_and_claim_acks_first_so_the_end_of_a_start_just_acked_is_claimable(
+def test_ack_then_claim_acks_first_so_the_end_of_a_start_just_acked_is_claimable(
     driver: Driver,
 ) -> None:
     start, other = add(driver, event("s1", START), event("s2", START))
@@ -145,14 +145,14 @@ def test_ack_and_claim_acks_first_so_the_end_of_a_start_just_acked_is_claimable(
     (end,) = add(driver, event("s1", END))
     assert claim(driver, "B", now=200.0) == []  # its start is in flight
 
-    claimed = driver.run(ops.ack_and_claim([start], "A", 50, LEASE, 210.0))
+    claimed = driver.run(ops.ack_then([start], 210.0, "A", ops.claim("A", 50, LEASE, 210.0)))
 
     assert [e.seq for e in claimed] == [end]
     acked = one(driver, start)
     assert (acked.state, acked.outcome, acked.done_at) == (EventState.DONE, Outcome.SHIPPED, 210.0)
     assert one(driver, other).state is EventState.LEASED  # not acked, still A's
     assert one(driver, end).lease_owner == "A"
-    assert driver.run(ops.ack_and_claim([], "A", 50, LEASE, 210.0)) == []
+    assert driver.run(ops.ack_then([], 210.0, "A", ops.claim("A", 50, LEASE, 210.0))) == []
     assert driver.stats().done == 1
 
 

@@ -76,12 +76,6 @@ def test_outstanding_due_keeps_a_later_backoff(spool: Spool) -> None:
     assert spool.run(ops.outstanding(start_delay=DELAY), write=False) == (1, 0, 300.0)
 
 
-def test_ack_and_claim_passes_the_delay_on(spool: Spool) -> None:
-    assert spool.append([event("a", START, at=100.0), event("b", END, at=100.0)])
-    claimed = spool.run(ops.ack_and_claim([], "A", 50, LEASE, 101.0, start_delay=DELAY))
-    assert [e.span_id for e in claimed] == ["b"]
-
-
 # ---- the byte cap ------------------------------------------------------------------------------
 
 
