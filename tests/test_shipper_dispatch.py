@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import (
@@ -21,7 +22,7 @@ from conftest import (
 from shipper import Action, Shipper, ShipperConfig, Signal, Verdict
 from shipper.delivery import signal_of
 from shipper.testing import FakeSpanServer
-from spool import EventKind, NewEvent, Spool, SpoolConfig
+from spool import ClaimedEvent, EventKind, NewEvent, Spool, SpoolConfig, ops
 
 START, END = EventKind.START, EventKind.END
 
@@ -144,6 +145,45 @@ def test_a_start_waits_for_the_start_delay_and_an_end_that_comes_first_supersede
     assert kinds == [("long", "start"), ("short", "end")]  # short's start never sent
     with Spool.open(spool) as opened:
         assert opened.stats().superseded == 1
+
+
+def test_a_start_that_comes_due_between_a_claim_and_the_idle_wait_is_claimed_at_once(
+    tmp_path: Path,
+    span_server: FakeSpanServer,
+    ship_config: ShipperConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race once seen only under load: the claim looks while the start is 4.9 s old, the
+    clock passes 5 s before the idle wait reads it. The idle wait must claim again at once;
+    it used to take the start's due time for one held back for another reason and wait for a
+    wake-up that never came (the clock here stands still from then on)."""
+    clock = FakeClock()
+    spool = starts_spooled_now(tmp_path, ["a"], clock)
+    clock.advance(4.9)
+    claim = ops.claim
+    jumped: list[float] = []
+
+    def claim_then_time_passes(*args: Any, **kwargs: Any) -> ops.Tx[list[ClaimedEvent]]:
+        claimed = yield from claim(*args, **kwargs)
+        if not claimed and not jumped:
+            jumped.append(clock.now)
+            clock.advance(0.2)  # right after the claim found nothing ready
+        return claimed
+
+    monkeypatch.setattr(ops, "claim", claim_then_time_passes)
+
+    async def main() -> None:
+        config = ship_config.with_options(start_delay=5.0, poll_interval=0.01)
+        async with Shipper(spool, config, clock=clock) as shipper:
+            running = asyncio.create_task(shipper.run())
+            await eventually(lambda: span_server.request_count == 1, "a's start", 5.0)
+            await shipper.stop(timeout=5)
+            await running
+
+    run_async(main())
+
+    assert len(jumped) == 1
+    assert [(a.span_id, a.kind.value) for a in span_server.arrivals()] == [("a", "start")]
 
 
 def test_a_drain_ships_young_starts_at_once(
