@@ -14,7 +14,6 @@ import logging
 import signal
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from shipper import Progress as ShipProgress
 
 __all__ = [
-    "check_base_url",
     "configure_logging",
     "drain",
     "drain_spool",
@@ -101,29 +99,7 @@ def load_shipper_config(batch_size: int | None, concurrency: int | None) -> Ship
         config = ShipperConfig.from_env(batch_size=batch_size, concurrency=concurrency)
     except (ValueError, TypeError) as exc:
         raise CommandError(f"configuration: {exc}", EXIT_USAGE) from None
-    if config.base_url is not None:
-        check_base_url(config.base_url)
     return config
-
-
-def check_base_url(url: str) -> None:
-    """A configuration error (exit 2) for a base URL that no request could go to: retrying it
-    as a connection error would only hide the typo."""
-    from shipper.config import ENV_BASE_URL
-
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise CommandError(
-            f"configuration: {ENV_BASE_URL}={url!r} is not a URL ({exc})", EXIT_USAGE
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CommandError(
-            f"configuration: {ENV_BASE_URL}={url!r} is not an http(s) URL with a host, "
-            "e.g. https://api.egp.scale.com",
-            EXIT_USAGE,
-        )
 
 
 def drain(

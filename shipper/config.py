@@ -29,6 +29,7 @@ variable                            option              default
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -66,6 +67,25 @@ _TUNABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "checkpoint_interval": ("SPOOL_SHIP_CHECKPOINT_INTERVAL", float),
     "poll_interval": ("SPOOL_SHIP_POLL_INTERVAL", float),
 }
+
+
+def base_url_problem(url: str) -> str | None:
+    """What makes ``url`` one no request could go to, or None. Such a URL is a configuration
+    error: retrying it as a connection error would only hide the typo.
+
+    >>> base_url_problem("https://api.egp.scale.com") is None
+    True
+    >>> base_url_problem("htps//typo.example")
+    'is not an http(s) URL with a host, e.g. https://api.egp.scale.com'
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL with a host, e.g. https://api.egp.scale.com"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +145,8 @@ class ShipperConfig:
         for name in ("lease_seconds", "request_timeout", "max_age"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.base_url is not None and (problem := base_url_problem(self.base_url)):
+            raise ValueError(f"base_url={self.base_url!r} {problem}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ShipperConfig:
@@ -147,6 +169,9 @@ class ShipperConfig:
         if unknown:
             raise TypeError(f"unknown shipper option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        url = values["base_url"]
+        if overrides.get("base_url") is None and url and (problem := base_url_problem(url)):
+            raise ValueError(f"{ENV_BASE_URL}={url!r} {problem}")
         return cls(**values)
 
     def with_options(self, **changes: Any) -> ShipperConfig:

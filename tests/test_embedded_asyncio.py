@@ -231,13 +231,32 @@ def test_starting_the_shipper_on_the_first_call_does_not_block_the_agent_loop(
     assert responsive, "the agent's loop was blocked while the shipper started"
 
 
-def test_ship_true_without_credentials_keeps_spooling(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "SGP_API_KEY"),
+        (
+            {"SGP_API_KEY": "k", "SGP_ACCOUNT_ID": "a", "SGP_CLIENT_BASE_URL": "htps//typo"},
+            "SGP_CLIENT_BASE_URL='htps//typo' is not an http(s) URL",
+        ),
+    ],
+    ids=["no credentials", "malformed base URL"],
+)
+def test_ship_true_that_cannot_ship_keeps_spooling_and_says_why_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    *,
+    env: dict[str, str],
+    named: str,
 ) -> None:
     """Shipping is a convenience: when it cannot start, the agent's calls still succeed and
-    the events wait in the spool, with one error logged."""
+    the events wait in the spool, with one error logged that names the cause. A base URL no
+    request could go to is such a cause, not a connection error retried for ever."""
     for name in ("SGP_API_KEY", "SGP_ACCOUNT_ID", "SGP_CLIENT_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     path = tmp_path / "agent.db"
     processor = SpoolProcessor(path, ship=True)
 
@@ -257,4 +276,4 @@ def test_ship_true_without_credentials_keeps_spooling(
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert "cannot ship in-process" in errors[0]
-    assert "SGP_API_KEY" in errors[0]  # says what is missing
+    assert named in errors[0]  # says what is wrong

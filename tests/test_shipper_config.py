@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from shipper import ShipperConfig
@@ -47,3 +49,21 @@ def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
 def test_out_of_range_values_are_refused(option: str, value: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ShipperConfig(**{option: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad", ["http://", "https://host:port/", "ftp://example.com", "example.com"]
+)
+def test_a_base_url_no_request_could_go_to_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(f"base_url={bad!r} is not")):
+        ShipperConfig(base_url=bad)
+    with pytest.raises(ValueError, match="^" + re.escape(f"SGP_CLIENT_BASE_URL={bad!r} is not")):
+        ShipperConfig.from_env({"SGP_CLIENT_BASE_URL": bad})
+
+
+@pytest.mark.parametrize(
+    "good", ["https://api.egp.scale.com", "http://127.0.0.1:8123", "http://[::1]:80/v5"]
+)
+def test_base_urls_that_requests_can_go_to_are_taken(good: str) -> None:
+    assert ShipperConfig(base_url=good).base_url == good
+    assert ShipperConfig.from_env({"SGP_CLIENT_BASE_URL": good}).base_url == good
