@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from spool import Counter, DamageCheck, EventRecord, MetaKey, SpoolStats, limit_from_meta
+from spool._text import printable as clean
 
 __all__ = [
     "ago",
@@ -30,25 +30,6 @@ __all__ = [
     "when",
     "write_atomic",
 ]
-
-
-# C0 and C1 controls, DEL, and the bidirectional overrides: a span id, a name or an endpoint's
-# answer that holds them could move the cursor, recolour or rewrite the operator's terminal.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean(text: object) -> str:
-    """``text`` safe for a terminal: control characters shown as escapes, never obeyed.
-
-    >>> clean("span\x1b[2Jid")
-    'span\\x1b[2Jid'
-    """
-    return _UNSAFE.sub(_escape, str(text))
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def human_bytes(n: int) -> str:

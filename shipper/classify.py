@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import httpx
 import scale_gp_beta
 
+from spool._text import printable
+
 __all__ = ["Action", "Verdict", "classify", "parse_retry_after"]
 
 _DETAIL_LIMIT = 500
@@ -104,6 +106,11 @@ def _from_response(response: httpx.Response, now: float | None) -> Verdict:
 
 
 def _detail(response: httpx.Response) -> str:
+    """What the endpoint said, as printable text: it is logged and stored as the last error."""
+    return printable(_said(response))
+
+
+def _said(response: httpx.Response) -> str:
     try:
         body = response.json()
     except (ValueError, httpx.ResponseNotRead):
@@ -137,4 +144,4 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 
 
 def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return printable(str(exc) or type(exc).__name__)

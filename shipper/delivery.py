@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from tenacity import RetryCallState
 
 from spool import AsyncSpool, ClaimedEvent, MetaKey, ops
+from spool._text import printable
 
 from ._acks import AckWriter
 from ._redact import redact_verdict
@@ -317,7 +318,8 @@ class Delivery:
         for event in events:
             log.warning(
                 "dead-lettered seq=%d span_id=%s trace_id=%s kind=%s %s",
-                event.seq, event.span_id, event.trace_id, event.kind.value, reason,
+                event.seq, printable(event.span_id), printable(event.trace_id),
+                event.kind.value, reason,
             )  # fmt: skip
 
     async def _release(self, events: Sequence[ClaimedEvent]) -> None:

@@ -62,6 +62,22 @@ def test_each_status_maps_to_its_action_with_the_endpoints_detail(
         assert verdict.retry_after is None
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"detail": "refused\n2026-12-03 INFO shipper forged\x1b[2J\u202e"},
+        "refused\n2026-12-03 INFO shipper forged\x1b[2J\u202e".encode(),
+    ],
+    ids=["json", "text"],
+)
+def test_the_endpoints_detail_is_kept_printable(body: object) -> None:
+    """It is logged and stored as the last error: a newline in it could forge a log line, an
+    escape sequence rewrite the terminal of whoever reads it."""
+    verdict = classify(response(422, body))
+
+    assert verdict.detail == "refused\\x0a2026-12-03 INFO shipper forged\\x1b[2J\\u202e"
+
+
 def test_detail_falls_back_to_message_error_and_plain_text() -> None:
     assert classify(response(409, {"message": "cycle"})).detail == "cycle"
     assert classify(response(409, {"error": "cycle"})).detail == "cycle"

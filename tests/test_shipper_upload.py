@@ -6,6 +6,7 @@ client) to a real HTTP server on 127.0.0.1. Sleeps are injected and recorded, ne
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import warnings
@@ -292,6 +293,30 @@ def test_aiohttp_carries_every_upload_directly_and_through_the_proxy_from_the_en
     assert span_server.completed_ids() == {"a", "b", "c"}
     assert span_server.request_count == 3
     assert [str(url) for url in through_aiohttp] == [f"{base_url}/v5/spans/batch"] * 3
+
+
+def test_what_the_endpoint_and_the_span_say_cannot_forge_a_log_line(
+    tmp_path: Path,
+    span_server: FakeSpanServer,
+    ship_config: ShipperConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An endpoint's detail and a span's id reach the log and the stored last error: newlines
+    and escape sequences in them are shown escaped, never written raw."""
+    forged = "\n2026-12-03 21:00:00 INFO shipper shipped n=50\x1b[2K"
+    spool = spooled(tmp_path, ["span" + forged])
+    span_server.faults.fail_next(1, status=422, detail="refused" + forged)
+
+    with caplog.at_level(logging.INFO, logger="shipper"):
+        result = drain(spool, ship_config, RecordedSleeps())
+
+    assert (result.exit_code, result.dead_lettered) == (2, 1)  # 2: some dead
+    (record,) = records(spool)
+    escaped = "\\x0a2026-12-03 21:00:00 INFO shipper shipped n=50\\x1b[2K"
+    assert record.last_error == "HTTP 422: refused" + escaped
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("shipper")]
+    assert any(f"span_id=span{escaped}" in line for line in lines), lines
+    assert not [line for line in lines if "\n" in line or "\x1b" in line]
 
 
 @pytest.mark.parametrize(
