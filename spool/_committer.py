@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from . import _errors as errors
 from ._errors import SpoolError
 from ._fill import USED_BYTES, DropBursts, FillWatch
+from ._fork import GATE, close_tracked, track
 from ._model import Counter
 from ._registry import REGISTRY
 from ._schema import connect, translate_error
@@ -243,8 +244,7 @@ class GroupCommitter:
                     # Drops counted while the spool could not be written: a last try.
                     self._commit(_Batch.empty(), {})
                 if self._conn is not None:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.close()
+                    close_tracked(self._conn)
                     self._conn = None
                 self._drops.flush(final=True)
                 return
@@ -277,26 +277,16 @@ class GroupCommitter:
         stored = 0
         try:
             try:
-                conn = self._connection()
+                with GATE:
+                    conn = self._connection()
             finally:
                 if before is not None:
                     before()
-            # Each attempt counts into its own copy: a retried batch is not counted twice.
-            try:
-                stored = self._write(conn, batch, dict(counts), results)
-            except sqlite3.OperationalError as exc:
-                if "full" not in str(exc).lower():
-                    raise
-                # The disk (or max_page_count) is full: free what done rows hold, try once more.
-                self._rollback(conn)
-                self._prune_all_done(conn)
-                results[:] = [False] * len(batch.calls)
-                stored = self._write(conn, batch, dict(counts), results)
+            with GATE:
+                stored = self._write_or_roll_back(conn, batch, counts, results)
         except Exception as exc:
             # Never let the writer thread die: every later append in the process would wait
             # for it forever. Whatever went wrong, this batch is dropped and counted.
-            if self._conn is not None:
-                self._rollback(self._conn)
             error = _as_spool_error(self.config.path, exc)
             counter = _drop_counter(error)
             results = [False] * len(batch.calls)
@@ -307,6 +297,27 @@ class GroupCommitter:
                 self._drops.dropped(counter.reason, len(batch.rows), str(error))
         batch.results[:] = results
         return stored
+
+    def _write_or_roll_back(
+        self, conn: sqlite3.Connection, batch: _Batch, counts: dict[str, int], results: list[bool]
+    ) -> int:
+        """:meth:`_write`, once more after pruning if the disk is full; rolled back if it
+        raises (inside the fork gate: no transaction stays open across a fork)."""
+        try:
+            # Each attempt counts into its own copy: a retried batch is not counted twice.
+            try:
+                return self._write(conn, batch, dict(counts), results)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc).lower():
+                    raise
+                # The disk (or max_page_count) is full: free what done rows hold, try once more.
+                self._rollback(conn)
+                self._prune_all_done(conn)
+                results[:] = [False] * len(batch.calls)
+                return self._write(conn, batch, dict(counts), results)
+        except Exception:
+            self._rollback(conn)
+            raise
 
     def _deliver(self, batch: _Batch, stored: int) -> None:
         """Wake the callers of a committed batch, then the append watchers."""
@@ -440,8 +451,7 @@ class GroupCommitter:
                 return self._conn
             # The file was moved aside (``spool-ship doctor``) or removed: writing on would
             # spool into a file nothing ships. Open the spool at the path afresh.
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.close()
+            close_tracked(self._conn)
             self._conn = None
         now = time.monotonic()
         # At shutdown every try is a real one: the last chance to write what is queued and
@@ -449,7 +459,7 @@ class GroupCommitter:
         if self._open_error is not None and now < self._next_open_at and not self._closing:
             raise self._open_error
         try:
-            self._conn = connect(self.config)
+            self._conn = track(connect(self.config))
         except SpoolError as exc:
             self._open_error = exc
             self._next_open_at = now + _REOPEN_INTERVAL

@@ -36,9 +36,8 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
-        # What a fork left behind: kept referenced, never closed. Their threads do not exist
-        # in the child, and closing their SQLite connections there would touch the parent's
-        # file state (SQLite: "do not carry an open connection across fork()").
+        # What a fork left behind: kept referenced, never stopped (their threads do not
+        # exist in the child). Their SQLite connections were closed by spool/_fork.py.
         self._orphans: list[object] = []
         self.epoch = 0
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from . import ops
 from ._errors import SpoolClosedError
+from ._fork import close_tracked, gated, track
 from ._model import EventKind, EventRecord, EventState, SpoolStats
 from ._reserve import Reserve
 from ._schema import connect, translate_error
@@ -251,7 +252,7 @@ class AsyncSpool(_Appender):
         config = config if isinstance(config, SpoolConfig) else SpoolConfig.from_env(config)
         # Open (and check) the file first: a spool that cannot be used raises here, before an
         # aiosqlite worker thread exists that would need stopping.
-        conn = await asyncio.to_thread(connect, config, create=create)
+        conn = track(await asyncio.to_thread(gated(connect), config, create=create))
         db = aiosqlite.Connection(lambda: conn, iter_chunk_size=256)
         # aiosqlite's worker is not a daemon thread: a spool its owner never closed (a shipper
         # abandoned by a failed task, an agent that skipped shutdown) would keep the
@@ -289,7 +290,7 @@ class AsyncSpool(_Appender):
         abandoned = threading.Event()
         try:
             result: T = await db._execute(  # type: ignore[no-untyped-call]
-                _run_tx, self._conn, tx, write, abandoned, self._reserve
+                gated(_run_tx), self._conn, tx, write, abandoned, self._reserve
             )
         except asyncio.CancelledError:
             abandoned.set()
@@ -305,21 +306,35 @@ class AsyncSpool(_Appender):
         return self.with_sizes(await self.run(ops.stats(), write=False))
 
     async def data_version(self) -> int:
-        rows = list(await self.db.execute_fetchall("PRAGMA data_version"))
-        return int(rows[0][0])
+        return (await self._one("PRAGMA data_version"))[0]
 
     async def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int, int]:
         if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
             raise ValueError(f"unknown checkpoint mode {mode!r}")
         try:
-            rows = list(await self.db.execute_fetchall(f"PRAGMA wal_checkpoint({mode})"))
+            row = await self._one(f"PRAGMA wal_checkpoint({mode})")
         except sqlite3.Error as exc:
             raise translate_error(self.config.path, exc) from exc
-        return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+        return row[0], row[1], row[2]
+
+    async def _one(self, sql: str) -> tuple[int, ...]:
+        """The first row of ``sql`` (a pragma that answers numbers), run on the connection's
+        thread inside the fork gate."""
+        row: tuple[int, ...] = await self.db._execute(  # type: ignore[no-untyped-call]
+            gated(_first_row), self._conn, sql
+        )
+        return row
 
     async def close(self) -> None:
         self._release_writer()
         if self._db is not None:
             db, self._db = self._db, None
             with contextlib.suppress(sqlite3.Error, ValueError):
+                # Closed inside the fork gate; aiosqlite's own close then only stops its thread.
+                await db._execute(close_tracked, self._conn)  # type: ignore[no-untyped-call]
                 await db.close()
+
+
+def _first_row(conn: sqlite3.Connection, sql: str) -> tuple[int, ...]:
+    row: tuple[int, ...] = conn.execute(sql).fetchone()
+    return row

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from conftest import span_item
 from shipper import ShipperConfig
 from shipper.testing import FakeSpanServer
 from spool import EventState, Spool, SpoolConfig, SpoolProcessor, SyncSpoolProcessor
+from spool._fork import GATE, close_tracked, track
 
 # A fork with threads running is what this file tests (Python 3.12 warns about it).
 pytestmark = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
@@ -113,8 +115,83 @@ def test_ship_true_in_a_forked_child_starts_the_childs_own_shipper(
     join_child(child, "on_span_end or shutdown never returned")
 
     assert span_server.completed_ids() == {"parent", "child"}
+    assert spooled_ids(path) == ["child", "parent"]
     with Spool.open(path, create=False) as opened:
         assert opened.stats().pending == 0
+
+
+def child_of_a_busy_parent(committed_at_fork: threading.Event, path: Path) -> None:
+    # The child's copy of the event is as it was at the fork.
+    if not committed_at_fork.is_set():
+        raise SystemExit(4)
+    processor = SyncSpoolProcessor(path)
+    processor.on_span_start(span_item("child", end=False))
+    processor.shutdown()
+
+
+def test_a_fork_waits_until_no_worker_is_inside_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    opened = Spool.open(path)
+    track(opened.conn)
+    in_transaction, release, committed = threading.Event(), threading.Event(), threading.Event()
+
+    def worker() -> None:
+        # A worker's transaction (it holds the WAL's write lock), as the writer's or a
+        # shipper's would be when the fork comes.
+        with GATE:
+            opened.conn.execute("BEGIN IMMEDIATE")
+            in_transaction.set()
+            release.wait(CHILD_BOUND)
+            opened.conn.execute("COMMIT")
+        committed.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert in_transaction.wait(CHILD_BOUND)
+    child = FORK.Process(target=child_of_a_busy_parent, args=(committed, path))
+    forker = threading.Thread(target=child.start)
+    forker.start()
+    try:
+        assert GATE.waiting.wait(CHILD_BOUND), "the fork did not wait for the transaction"
+    finally:
+        release.set()
+        forker.join(CHILD_BOUND)
+        thread.join(CHILD_BOUND)
+    join_child(child, "forked inside a transaction, or its writer waited on the parent's lock")
+
+    assert opened.stats().pending == 1  # the parent's connection still works
+    close_tracked(opened.conn)
+    opened.close()
+    assert spooled_ids(path) == ["child"]
+
+
+def child_outliving_its_parent(
+    processor: SyncSpoolProcessor, opened: EventType, parent_closed: EventType
+) -> None:
+    processor.on_span_start(span_item("child", end=False))
+    opened.set()
+    if not parent_closed.wait(CHILD_BOUND):
+        raise SystemExit(3)
+    processor.on_span_end(span_item("child", end=True))
+    processor.shutdown()
+
+
+def test_the_parents_last_close_loses_nothing_the_child_commits_after_it(tmp_path: Path) -> None:
+    # The parent closing its last connection checkpoints and deletes the WAL when it sees no
+    # other process holding the spool; the child's commits must not go to a deleted WAL.
+    path = tmp_path / "spool.db"
+    processor = SyncSpoolProcessor(path)
+    processor.on_span_start(span_item("parent", end=False))
+
+    opened, parent_closed = FORK.Event(), FORK.Event()
+    child = FORK.Process(target=child_outliving_its_parent, args=(processor, opened, parent_closed))
+    child.start()
+    assert opened.wait(CHILD_BOUND), "the child's first on_span_start never returned"
+    processor.shutdown()
+    parent_closed.set()
+    join_child(child, "its on_span_end after the parent closed never returned")
+
+    assert spooled_ids(path) == ["child", "child", "parent"]
 
 
 @pytest.fixture
