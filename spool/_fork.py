@@ -20,8 +20,10 @@ open (:func:`track`) are closed, which drops the inherited record: with no trans
 their closing touches nothing the parent uses, and the parent's real locks keep it from
 checkpointing. The child's own connections then take real locks of their own.
 
->>> with GATE:
-...     conn.execute("BEGIN IMMEDIATE") ...  # a worker's whole transaction
+>>> conn = track(connect(config))        # a worker's connection
+>>> with GATE:                           # around each of its SQLite calls or transactions
+...     _run_tx(conn, ops.stats(), write=False)
+>>> close_tracked(conn)
 """
 
 from __future__ import annotations
