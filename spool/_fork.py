@@ -133,15 +133,13 @@ def gated(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def _close_inherited() -> None:
-    inherited = list(_tracked.values())
-    _tracked.clear()
     if not GATE.quiet:
         # Forked from inside a transaction: closing could roll back into memory the parent
         # shares. Leave them be (the child's spool may then wait on their locks).
+        _tracked.clear()
         return
-    for conn in inherited:
-        with contextlib.suppress(sqlite3.Error):
-            conn.close()
+    for conn in list(_tracked.values()):
+        close_tracked(conn)
 
 
 def _after_fork_in_child() -> None:

@@ -125,6 +125,10 @@ def _drive(
             conn.execute("ROLLBACK")
 
 
+# What AsyncSpool runs on its connection's thread: inside the fork gate (spool/_fork.py).
+_run_tx_in_gate = gated(_run_tx)
+
+
 class _Appender:
     """Appends go through the process's one group committer for the path, started lazily so
     that inspecting a spool never starts a writer thread."""
@@ -290,7 +294,7 @@ class AsyncSpool(_Appender):
         abandoned = threading.Event()
         try:
             result: T = await db._execute(  # type: ignore[no-untyped-call]
-                gated(_run_tx), self._conn, tx, write, abandoned, self._reserve
+                _run_tx_in_gate, self._conn, tx, write, abandoned, self._reserve
             )
         except asyncio.CancelledError:
             abandoned.set()
@@ -321,7 +325,7 @@ class AsyncSpool(_Appender):
         """The first row of ``sql`` (a pragma that answers numbers), run on the connection's
         thread inside the fork gate."""
         row: tuple[int, ...] = await self.db._execute(  # type: ignore[no-untyped-call]
-            gated(_first_row), self._conn, sql
+            _first_row, self._conn, sql
         )
         return row
 
@@ -335,6 +339,7 @@ class AsyncSpool(_Appender):
                 await db.close()
 
 
+@gated
 def _first_row(conn: sqlite3.Connection, sql: str) -> tuple[int, ...]:
     row: tuple[int, ...] = conn.execute(sql).fetchone()
     return row
