@@ -168,18 +168,11 @@ WHERE seq IN (SELECT c.seq {_READY_FROM})
 RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
 """
 
-# The same, up to a total of payload bytes: the oldest event always, then as many as fit. The
-# running sum is taken over the LIMITed rows only, never over the whole backlog.
-_CLAIM_BYTES = f"""
-UPDATE events SET state = '{_L}', lease_owner = ?, lease_expires_at = ?
-WHERE seq IN (
-    SELECT seq FROM (
-        SELECT seq, SUM(size) OVER (ORDER BY seq) AS upto, ROW_NUMBER() OVER (ORDER BY seq) AS n
-        FROM (SELECT c.seq AS seq, length(c.payload) AS size {_READY_FROM})
-    )
-    WHERE n = 1 OR upto <= ?
-)
-RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
+# Claimed events that did not fit under a claim's byte cap go back as they were: pending, and
+# (as every pending row) with no lease.
+_UNCLAIM = f"""
+UPDATE events SET state = '{_P}', lease_owner = NULL, lease_expires_at = NULL
+WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?
 """
 
 _ADD_COUNTER = """
@@ -225,12 +218,16 @@ def claim(
         yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, len(superseded)))
     # Without a delay no start waits, whatever clock its writer had.
     born_by = now - start_delay if start_delay > 0 else now
-    ready = (now, horizon, born_by, now, limit)
-    if max_bytes is None:
-        rows = yield Query(_CLAIM, (owner, now + lease_seconds, *ready))
-    else:
-        rows = yield Query(_CLAIM_BYTES, (owner, now + lease_seconds, *ready, max_bytes))
+    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, horizon, born_by, now, limit))
     rows.sort(key=lambda row: int(row[0]))
+    if max_bytes is not None:
+        # The byte cap cuts the claimed rows here rather than in the statement: a window sum
+        # over the ready rows cost more than the claim's own lookups (docs/performance.md),
+        # and the cap rarely binds. Same transaction, so no one sees the rows given back.
+        fits = _fitting(rows, max_bytes)
+        if fits < len(rows):
+            yield Query(_UNCLAIM, (_seqs(row[0] for row in rows[fits:]), owner))
+            del rows[fits:]
     ends = [(row[2], row[1]) for row in rows if row[3] == _END]
     if ends:
         # Starts of these spans that lie beyond the window above (behind a backlog in
@@ -243,6 +240,17 @@ def claim(
         ClaimedEvent(row[0], row[1], row[2], _KINDS[row[3]], bytes(row[4]), row[5], row[6])
         for row in rows
     ]
+
+
+def _fitting(rows: Rows, max_bytes: int) -> int:
+    """How many of ``rows`` (claimed, in seq order) fit under ``max_bytes`` of payload: the
+    first always, then as many as fit."""
+    total = 0
+    for n, row in enumerate(rows):
+        total += len(row[4])
+        if n and total > max_bytes:
+            return n
+    return len(rows)
 
 
 def ack(seqs: Sequence[int], now: float, *, owner: str | None = None) -> Tx[int]:
