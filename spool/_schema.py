@@ -27,6 +27,7 @@ from ._files import check_private, create_private, make_private_dirs
 from ._fill import store_limit
 from ._model import EventKind, EventState, Outcome
 from ._reserve import autocheckpoint_pages
+from ._text import printable
 from .config import SpoolConfig
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "connect", "translate_error"]
@@ -73,6 +74,22 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+# Indexes added to version 1 after its first release. A spool made before has none of them
+# and gets them from its first writable connection; a spool-ship that does not know them
+# leaves them alone (SQLite keeps every index up to date, whoever writes).
+# - events_pending_starts: the pending starts only. A claim's supersede pass looks for starts
+#   among the oldest pending events; through events_by_state it read every one of those rows
+#   to learn its kind (docs/performance.md, "The SQLite thread, not the SDK"). All three
+#   columns are keyed so that the planner, which has no statistics, prefers it to
+#   events_by_state.
+LATER_INDEXES = {
+    "events_pending_starts": (
+        "CREATE INDEX IF NOT EXISTS events_pending_starts ON events (kind, state, seq) "
+        f"WHERE kind = '{EventKind.START.value}' AND state = '{EventState.PENDING.value}'"
+    ),
+}
+SCHEMA_V1 = ";\n".join([SCHEMA_V1.strip().rstrip(";"), *LATER_INDEXES.values()]) + ";\n"
 
 
 def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
@@ -184,6 +201,7 @@ def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> object:
 def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
     app_id, version = _identity(conn)
     if app_id == APPLICATION_ID and version == SCHEMA_VERSION:
+        _add_later_indexes(conn, path)
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -200,6 +218,34 @@ def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _add_later_indexes(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the :data:`LATER_INDEXES` a spool made before them lacks. They only make
+    queries cheaper: one that cannot be made (a full disk) is left for the next connection."""
+    names = ", ".join("?" * len(LATER_INDEXES))
+    have = {
+        row[0]
+        for row in conn.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ({names})",
+            tuple(LATER_INDEXES),
+        )
+    }
+    missing = [sql for name, sql in LATER_INDEXES.items() if name not in have]
+    if not missing:
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for sql in missing:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        _log.warning(
+            "spool: %s: could not add an index (%s); claims stay slower until a later "
+            "connection can", printable(path), exc,
+        )  # fmt: skip
 
 
 def _check_identity(conn: sqlite3.Connection, path: Path, app_id: int, version: int) -> None:

@@ -107,13 +107,19 @@ EXISTS (SELECT 1 FROM events AS o
           AND o.state IN ('{_P}', '{_L}', '{_D}'))
 """
 
+# Supersede the starts, among a window of the oldest pending events, whose end is spooled. The
+# window ends at the pending event the second ``?`` (an OFFSET) names, or takes them all; its
+# starts are found through events_pending_starts, so only their rows are read.
 _SUPERSEDE = f"""
 UPDATE events SET state = '{_D}', outcome = '{Outcome.SUPERSEDED.value}', done_at = ?,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE seq IN (
     SELECT c.seq FROM events AS c
-    WHERE c.seq IN (SELECT seq FROM events WHERE state = '{_P}' ORDER BY seq LIMIT ?)
-      AND c.kind = '{_START}' AND {_END_SPOOLED}
+    WHERE c.kind = '{_START}' AND c.state = '{_P}'
+      AND c.seq <= COALESCE(
+          (SELECT seq FROM events WHERE state = '{_P}' ORDER BY seq LIMIT 1 OFFSET ?),
+          {2**63 - 1})
+      AND {_END_SPOOLED}
 )
 RETURNING seq
 """
@@ -213,7 +219,7 @@ def claim(
     """
     horizon = now + max_wait
     yield Query(_RELEASE_EXPIRED, (now, horizon + lease_seconds))
-    superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200)))
+    superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200) - 1))
     if superseded:
         yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, len(superseded)))
     # Without a delay no start waits, whatever clock its writer had.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -22,8 +23,9 @@ from spool import (
     Spool,
     SpoolConfig,
     SpoolOpenError,
+    ops,
 )
-from spool._schema import APPLICATION_ID
+from spool._schema import APPLICATION_ID, LATER_INDEXES
 
 Opener = Callable[[Path, bool], None]
 
@@ -80,6 +82,70 @@ def test_new_spool_is_wal_with_version_and_application_id(
     # The spool's own connection runs with the configured synchronous level (NORMAL = 1).
     assert spool.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     assert spool.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+
+
+def _indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+
+
+def _drop_later_indexes(path: Path) -> None:
+    """What a spool made before the later indexes looks like."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for name in LATER_INDEXES:
+            conn.execute(f"DROP INDEX {name}")
+    finally:
+        conn.close()
+
+
+def test_a_spool_made_before_the_later_indexes_gets_them_from_its_next_writer(
+    spool_config: SpoolConfig,
+) -> None:
+    with Spool.open(spool_config) as first:
+        assert first.append([NewEvent("s", "t", EventKind.START, b"{}")])
+    assert set(LATER_INDEXES) <= _indexes(spool_config.path)
+    _drop_later_indexes(spool_config.path)
+    with Spool.open(spool_config, create=False) as second:
+        assert second.stats().pending == 1
+        assert second.integrity_check() == ["ok"]
+    assert set(LATER_INDEXES) <= _indexes(spool_config.path)
+
+
+def test_an_index_that_cannot_be_added_now_does_not_stop_the_open(
+    spool_config: SpoolConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another process holds the write lock past the busy timeout: the spool opens without the
+    index (queries find their rows another way) and says so; the next open adds it."""
+    Spool.open(spool_config).close()
+    _drop_later_indexes(spool_config.path)
+    holder = sqlite3.connect(spool_config.path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with Spool.open(dataclasses.replace(spool_config, busy_timeout=0.05)) as opened:
+            assert opened.stats().pending == 0
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert "could not add an index" in caplog.text
+    assert not set(LATER_INDEXES) & _indexes(spool_config.path)
+    Spool.open(spool_config).close()
+    assert set(LATER_INDEXES) <= _indexes(spool_config.path)
+
+
+def test_the_supersede_pass_reads_only_the_pending_starts(spool: Spool) -> None:
+    """Through events_by_state the pass read every row of its window to learn its kind: four
+    rows for each event a claim takes, most of them ends."""
+    claim = ops.claim("A", 50, 60.0, 1.0)
+    next(claim)  # leases run out first
+    supersede = claim.send([])
+    explain = spool.conn.execute(f"EXPLAIN QUERY PLAN {supersede.sql}", supersede.params)
+    plan = [row[3] for row in explain]
+    assert any("USING INDEX events_pending_starts" in step for step in plan), plan
+    assert not any("SCAN" in step for step in plan), plan
 
 
 def test_reopening_keeps_rows_and_does_not_recreate(spool_config: SpoolConfig) -> None:
