@@ -154,9 +154,11 @@ WHERE seq IN (
 # An end waits while its start is in flight, so the start can never arrive after it. An event
 # due further ahead than the longest wait (the second ``?``) was held back before the wall
 # clock stepped back: it is due now. A start waits until it is start_delay old (enqueued
-# after the third ``?`` and not after the fourth, ``now``; one enqueued later than now was
-# written before a clock step back): a span that ends sooner ships once, its end superseding
-# the start.
+# after the third ``?``, ``now - start_delay``, and not after the fourth, ``now +
+# start_delay``): a span that ends sooner ships once, its end superseding the start. A start
+# stamped a little after ``now`` was committed between the shipper's clock reading and its
+# transaction, and waits too; one stamped more than a delay after it was written before the
+# wall clock stepped back, and is old.
 _READY_FROM = f"""
 FROM events AS c
 WHERE c.state = '{_P}' AND (c.next_attempt_at <= ? OR c.next_attempt_at > ?)
@@ -222,9 +224,10 @@ def claim(
     superseded = yield Query(_SUPERSEDE, (now, max(4 * limit, 200) - 1))
     if superseded:
         yield Query(_ADD_COUNTER, (Counter.SUPERSEDED, len(superseded)))
-    # Without a delay no start waits, whatever clock its writer had.
-    born_by = now - start_delay if start_delay > 0 else now
-    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, horizon, born_by, now, limit))
+    # Without a delay no start waits (the range is empty), whatever clock its writer had.
+    delay = max(start_delay, 0.0)
+    young = (now - delay, now + delay)
+    rows = yield Query(_CLAIM, (owner, now + lease_seconds, now, horizon, *young, limit))
     rows.sort(key=lambda row: int(row[0]))
     if max_bytes is not None:
         # The byte cap cuts the claimed rows here rather than in the statement: a window sum

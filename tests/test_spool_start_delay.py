@@ -109,6 +109,22 @@ def test_the_byte_cap_keeps_span_order_and_the_start_delay(spool: Spool) -> None
 
 
 def test_a_start_from_after_now_counts_as_old(spool: Spool) -> None:
-    """Written before the wall clock stepped back: held, it would wait out the step too."""
+    """Written before the wall clock stepped back by more than the delay: held, it would wait
+    out the step too."""
     assert spool.append([event("stepped", START, at=500.0)])
     assert claim(spool, now=100.0) == ["stepped:start"]
+
+
+def test_a_start_spooled_just_after_the_claims_clock_reading_still_waits(spool: Spool) -> None:
+    """Regression (bench/ship.py --latency, steady agent: 1.11 to 1.14 items per span, the
+    starts of 0.1 s spans shipped): the shipper reads its clock, then its transaction begins;
+    a start the agent's writer committed in between is stamped a little after that ``now``,
+    and counted as from before a clock step, it shipped at once."""
+    assert spool.append([event("quick", START, at=100.002)])
+    assert claim(spool, now=100.0) == []
+    assert claim(spool, now=105.001) == []
+    assert claim(spool, now=105.002) == ["quick:start"]
+    # A step back of less than the delay costs at most one more delay.
+    assert spool.append([event("stepped", START, at=104.0)])
+    assert claim(spool, now=101.0) == []
+    assert claim(spool, now=109.0) == ["stepped:start"]
