@@ -176,13 +176,6 @@ WHERE seq IN (SELECT c.seq {_READY_FROM})
 RETURNING seq, span_id, trace_id, kind, payload, attempts, enqueued_at
 """
 
-# Claimed events that did not fit under a claim's byte cap go back as they were: pending, and
-# (as every pending row) with no lease.
-_UNCLAIM = f"""
-UPDATE events SET state = '{_P}', lease_owner = NULL, lease_expires_at = NULL
-WHERE {_SEQS} AND state = '{_L}' AND lease_owner = ?
-"""
-
 _ADD_COUNTER = """
 INSERT INTO counters (name, value) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
@@ -235,7 +228,7 @@ def claim(
         # and the cap rarely binds. Same transaction, so no one sees the rows given back.
         fits = _fitting(rows, max_bytes)
         if fits < len(rows):
-            yield Query(_UNCLAIM, (_seqs(row[0] for row in rows[fits:]), owner))
+            yield from release([row[0] for row in rows[fits:]], owner)  # pending, no lease
             del rows[fits:]
     ends = [(row[2], row[1]) for row in rows if row[3] == _END]
     if ends:
