@@ -20,10 +20,12 @@ open (:func:`track`) are closed, which drops the inherited record: with no trans
 their closing touches nothing the parent uses, and the parent's real locks keep it from
 checkpointing. The child's own connections then take real locks of their own.
 
->>> conn = track(connect(config))        # a worker's connection
->>> with GATE:                           # around each of its SQLite calls or transactions
-...     _run_tx(conn, ops.stats(), write=False)
->>> close_tracked(conn)
+A worker's three calls (a sketch, not a doctest)::
+
+    conn = track(connect(config))        # its connection
+    with GATE:                           # around each of its SQLite calls or transactions
+        _run_tx(conn, ops.stats(), write=False)
+    close_tracked(conn)
 """
 
 from __future__ import annotations
