@@ -46,7 +46,7 @@ def _in(enum_type: type[EventState] | type[EventKind] | type[Outcome]) -> str:
     return ", ".join(f"'{member.value}'" for member in enum_type)
 
 
-SCHEMA_V1 = f"""
+_FIRST_SCHEMA_V1 = f"""
 CREATE TABLE events (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     span_id          TEXT    NOT NULL,
@@ -89,7 +89,8 @@ LATER_INDEXES = {
         f"WHERE kind = '{EventKind.START.value}' AND state = '{EventState.PENDING.value}'"
     ),
 }
-SCHEMA_V1 = ";\n".join([SCHEMA_V1.strip().rstrip(";"), *LATER_INDEXES.values()]) + ";\n"
+# Version 1 as a new spool gets it: the first release, then the later indexes.
+SCHEMA_V1 = ";\n".join([_FIRST_SCHEMA_V1.strip().rstrip(";"), *LATER_INDEXES.values()]) + ";\n"
 
 
 def connect(config: SpoolConfig, *, create: bool = True) -> sqlite3.Connection:
